@@ -1,0 +1,471 @@
+"""Candidate and running configuration of the emulated firewall.
+
+The model (panos.md §2.1, §4 and §9):
+
+* Every change an administrator makes (`set`, `edit`, `delete`, `rename`, and the entries
+  written by `request certificate generate` and `type=import`) is applied to the **candidate**
+  at once and also recorded as a `Change` tagged with the admin's name.
+* Changed candidate nodes carry `admin`, `dirtyId` and `time` attributes, as `get` shows on a
+  real device.
+* A commit replays changes onto the **running** tree: a full commit replays every pending change,
+  a partial commit only the named admins' (so another admin's pending change stays in the
+  candidate). The candidate is then rebuilt as running + the changes still pending.
+* References (an SSL/TLS service profile's certificate, a certificate profile's CA, decryption
+  trust, GlobalProtect and management-interface profile selection) are found by
+  `reference_sites`; they block deletes (code 10), follow renames, and are validated at commit
+  (a dangling reference, or a service profile pointing at a certificate without both key and
+  certificate, makes the commit FAIL).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+from defusedxml import ElementTree as SafeET
+
+from . import xpath as xp
+
+DEVICE = "localhost.localdomain"
+MAX_NAME = 63
+DIRTY_ATTRS = ("admin", "dirtyId", "time")
+
+# Containers whose entries are named objects with PAN-OS name rules (panos.md §3.11).
+NAMED_CONTAINERS = {"certificate", "ssl-tls-service-profile", "certificate-profile"}
+# Letters, digits, space, '.', '_', '-', '(', ')', starting with a letter or digit: the
+# conservative reading of panos.md §3.11 (predefined names contain '.', '_', '(' and ')';
+# peers.md §2: names starting with '*' or '_' are rejected).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._()\-]*")
+
+# Children an SSL/TLS service profile entry may have (pango v2 device/profile/ssltls).
+SSL_PROFILE_CHILDREN = {"certificate", "protocol-settings"}
+SSL_PROTOCOL_CHILDREN = {"min-version", "max-version", "enc-algo-3des", "enc-algo-rc4",
+                         "enc-algo-aes-128-cbc", "enc-algo-aes-256-cbc",
+                         "enc-algo-aes-128-gcm", "enc-algo-aes-256-gcm",
+                         "enc-algo-chacha20-poly1305", "keyxchg-algo-rsa",
+                         "keyxchg-algo-dhe", "keyxchg-algo-ecdhe", "auth-algo-sha1",
+                         "auth-algo-sha256", "auth-algo-sha384"}
+TLS_VERSIONS = {"tls1-0", "tls1-1", "tls1-2", "tls1-3", "max"}
+
+
+class RawXml(str):
+    """A message line that is already XML (real devices wrap names in CDATA sections)."""
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """Drop characters XML 1.0 cannot carry (clients may echo anything back into messages)."""
+    return _NOT_XML.sub("?", text)
+
+
+def cdata(text: str) -> RawXml:
+    return RawXml("<![CDATA[" + xml_safe(text).replace("]]>", "]]]]><![CDATA[>") + "]]>")
+
+
+def plain(line: str) -> str:
+    """A message line as text, CDATA markers removed."""
+    if isinstance(line, RawXml):
+        return re.sub(r"<!\[CDATA\[(.*?)\]\]>", r"\1", line, flags=re.S)
+    return line
+
+
+class ConfigError(Exception):
+    """A request the device refuses: `code` and message lines for the envelope."""
+
+    def __init__(self, code: int, *lines: str, status: str = "error") -> None:
+        super().__init__(" ".join(plain(line) for line in lines))
+        self.code = code
+        self.lines = list(lines)
+        self.status = status
+
+
+@dataclass
+class Change:
+    admin: str
+    action: str  # set | edit | delete | rename
+    xpath: str
+    element: Optional[str] = None
+    newname: Optional[str] = None
+    dirty_id: int = 0
+    time: str = ""
+
+
+@dataclass
+class Site:
+    """One place in the configuration that names another object."""
+
+    kind: str  # "certificate" or "ssl-tls-service-profile"
+    value: str
+    scope: str  # "shared" or a vsys name: where the name is resolved
+    description: str
+    holder: ET.Element  # element whose text (or @name) is the reference
+    attr: Optional[str] = None
+
+    def set_value(self, value: str) -> None:
+        if self.attr:
+            self.holder.set(self.attr, value)
+        else:
+            self.holder.text = value
+
+
+def panos_time(when: Optional[dt.datetime] = None) -> str:
+    return (when or dt.datetime.now()).strftime("%Y/%m/%d %H:%M:%S")
+
+
+def initial_config(hostname: str, vsys: Sequence[str]) -> ET.Element:
+    vsys_entries = "".join(f'<entry name="{v}"><display-name>{v}</display-name></entry>'
+                           for v in vsys)
+    return SafeET.fromstring(
+        '<config version="11.1.0" urldb="paloaltonetworks" detail-version="11.1.4">'
+        "<mgt-config><users/></mgt-config>"
+        "<shared><certificate/><ssl-tls-service-profile/></shared>"
+        f'<devices><entry name="{DEVICE}"><deviceconfig><system><hostname>{hostname}'
+        "</hostname></system></deviceconfig>"
+        f"<vsys>{vsys_entries}</vsys></entry></devices></config>")
+
+
+# --- references ------------------------------------------------------------------------------
+
+def scopes(root: ET.Element) -> Iterator[Tuple[str, ET.Element]]:
+    shared = root.find("shared")
+    if shared is not None:
+        yield "shared", shared
+    for device in root.findall("devices/entry"):
+        for vsys in device.findall("vsys/entry"):
+            yield vsys.get("name", ""), vsys
+
+
+def reference_sites(root: ET.Element) -> Iterator[Site]:
+    def text_sites(kind: str, scope: str, elements: List[ET.Element],
+                   describe: str) -> Iterator[Site]:
+        for element in elements:
+            if (element.text or "").strip():
+                yield Site(kind, element.text.strip(), scope, describe, element)
+
+    prefix = {"shared": ""}
+    for scope, node in scopes(root):
+        lead = prefix.get(scope, f"vsys -> {scope} -> ")
+        for profile in node.findall("ssl-tls-service-profile/entry"):
+            yield from text_sites("certificate", scope, profile.findall("certificate"),
+                                  f"{lead}ssl-tls-service-profile -> {profile.get('name')} "
+                                  "-> certificate")
+        for cert_profile in node.findall("certificate-profile/entry"):
+            for ca in cert_profile.findall("CA/entry"):
+                yield Site("certificate", ca.get("name", ""), scope,
+                           f"{lead}certificate-profile -> {cert_profile.get('name')} -> CA -> "
+                           f"{ca.get('name')}", ca, "name")
+        yield from text_sites("certificate", scope,
+                              node.findall("ssl-decrypt/trusted-root-CA/member"),
+                              f"{lead}ssl-decrypt -> trusted-root-CA")
+        for which in ("forward-trust-certificate", "forward-untrust-certificate"):
+            for algo in ("rsa", "ecdsa"):
+                yield from text_sites("certificate", scope,
+                                      node.findall(f"ssl-decrypt/{which}/{algo}"),
+                                      f"{lead}ssl-decrypt -> {which} -> {algo}")
+        for portal in node.findall("global-protect/global-protect-portal/entry"):
+            yield from text_sites("ssl-tls-service-profile", scope,
+                                  portal.findall("portal-config/ssl-tls-service-profile"),
+                                  f"{lead}global-protect-portal -> {portal.get('name')} -> "
+                                  "portal-config -> ssl-tls-service-profile")
+        for gateway in node.findall("global-protect/global-protect-gateway/entry"):
+            yield from text_sites("ssl-tls-service-profile", scope,
+                                  gateway.findall("ssl-tls-service-profile"),
+                                  f"{lead}global-protect-gateway -> {gateway.get('name')} -> "
+                                  "ssl-tls-service-profile")
+    for device in root.findall("devices/entry"):
+        yield from text_sites("ssl-tls-service-profile", "shared",
+                              device.findall("deviceconfig/system/ssl-tls-service-profile"),
+                              "deviceconfig -> system -> ssl-tls-service-profile")
+
+
+def find_object(root: ET.Element, kind: str, scope: str, name: str) -> Optional[ET.Element]:
+    """Resolve a name as PAN-OS does: the vsys's own object first, then shared."""
+    order = [scope, "shared"] if scope != "shared" else ["shared"]
+    by_scope = dict(scopes(root))
+    for where in order:
+        node = by_scope.get(where)
+        if node is None:
+            continue
+        for entry in node.findall(f"{kind}/entry"):
+            if entry.get("name") == name:
+                return entry
+    return None
+
+
+def validate_references(root: ET.Element) -> List[str]:
+    """Commit-time validation: the detail lines of every problem, empty when valid."""
+    problems = []
+    for site in reference_sites(root):
+        target = find_object(root, site.kind, site.scope, site.value)
+        if target is None:
+            problems.append(f"{site.description} '{site.value}' is not a valid reference")
+        elif site.kind == "certificate" and "ssl-tls-service-profile" in site.description:
+            if target.find("public-key") is None or target.find("private-key") is None:
+                problems.append(f"{site.description}: certificate '{site.value}' has no "
+                                "certificate and private key pair")
+    return problems
+
+
+# --- the store -------------------------------------------------------------------------------
+
+def _strip_dirty(element: ET.Element) -> None:
+    for node in element.iter():
+        for attr in DIRTY_ATTRS:
+            node.attrib.pop(attr, None)
+
+
+def _check_name(container: str, name: str) -> None:
+    if len(name) > MAX_NAME:
+        raise ConfigError(12, cdata(f" {container} -> {name}  {name} can be at most "
+                                    f"{MAX_NAME} characters, but current length: {len(name)}"))
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(12, f" {container} -> {name}  '{name}' is not a valid name: use "
+                              "letters, digits, spaces, '.', '_', '-', '(' and ')', starting "
+                              "with a letter or digit")
+
+
+def _check_names(element: ET.Element, parent_tag: Optional[str]) -> None:
+    """Name rules for entries under named containers, and the SSL/TLS profile schema."""
+    if element.tag == "entry" and parent_tag in NAMED_CONTAINERS:
+        _check_name(parent_tag, element.get("name", ""))
+        if parent_tag == "ssl-tls-service-profile":
+            _check_ssl_profile(element)
+    for child in element:
+        _check_names(child, element.tag)
+
+
+def _check_ssl_profile(entry: ET.Element) -> None:
+    name = entry.get("name")
+    for child in entry:
+        if child.tag not in SSL_PROFILE_CHILDREN:
+            raise ConfigError(12, f" ssl-tls-service-profile -> {name} -> {child.tag} "
+                                  "is unexpected")
+        if child.tag == "protocol-settings":
+            for setting in child:
+                if setting.tag not in SSL_PROTOCOL_CHILDREN:
+                    raise ConfigError(12, f" ssl-tls-service-profile -> {name} -> "
+                                          f"protocol-settings -> {setting.tag} is unexpected")
+                if setting.tag.endswith("-version") and (setting.text or "") not in \
+                        TLS_VERSIONS:
+                    raise ConfigError(12, f" ssl-tls-service-profile -> {name} -> "
+                                          f"protocol-settings -> {setting.tag} "
+                                          f"'{setting.text}' is not a valid value")
+        elif child.tag == "certificate" and len(child):
+            raise ConfigError(12, f" ssl-tls-service-profile -> {name} -> certificate "
+                                  "must be a name")
+
+
+def _merge(target: ET.Element, new: ET.Element) -> None:
+    """`set` semantics: add or merge children; lists (`member`) are unions; leaves replace."""
+    for child in new:
+        if child.tag == "entry":
+            existing = next((e for e in target.findall("entry")
+                             if e.get("name") == child.get("name")), None)
+            if existing is None:
+                target.append(copy.deepcopy(child))
+            else:
+                _merge(existing, child)
+        elif child.tag == "member":
+            if not any((m.text or "") == (child.text or "") for m in target.findall("member")):
+                target.append(copy.deepcopy(child))
+        else:
+            existing = target.find(child.tag)
+            if existing is None:
+                target.append(copy.deepcopy(child))
+            elif len(child) and len(existing):
+                _merge(existing, child)
+            else:
+                index = list(target).index(existing)
+                target.remove(existing)
+                target.insert(index, copy.deepcopy(child))
+    if not len(new) and (new.text or "").strip():
+        for child in list(target):
+            target.remove(child)
+        target.text = new.text
+
+
+def parse_fragment(text: str) -> ET.Element:
+    """Client XML (an `element` parameter) into a wrapper element; refuses entities/DTDs."""
+    try:
+        wrapper = SafeET.fromstring(f"<fragment>{text}</fragment>")
+    except Exception as exc:  # defusedxml raises several types; all mean "malformed"
+        raise ConfigError(18, f"Malformed Request: {exc}") from None
+    for node in wrapper.iter():
+        for attr in DIRTY_ATTRS:
+            node.attrib.pop(attr, None)
+    return wrapper
+
+
+def parse_xpath(text: Optional[str]) -> xp.XPath:
+    if not text:
+        raise ConfigError(400, "Missing parameter xpath", status="error")
+    try:
+        return xp.parse(text)
+    except xp.XPathError as exc:
+        raise ConfigError(6, f"Bad Xpath: {exc}") from None
+
+
+def _parent_tag(root: ET.Element, path: xp.XPath) -> Optional[str]:
+    return path.steps[-2].tag if len(path.steps) >= 2 else None
+
+
+def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
+    """Apply one change to a tree; raises ConfigError when the device would refuse it."""
+    path = parse_xpath(change.xpath)
+    if change.action == "set":
+        fragment = parse_fragment(change.element or "")
+        if path.attribute:
+            raise ConfigError(6, "Bad Xpath: cannot set an attribute")
+        for child in fragment:
+            _check_names(child, path.last.tag)
+        if path.last.entry_name is not None and _parent_tag(root, path) in NAMED_CONTAINERS:
+            _check_name(_parent_tag(root, path) or "", path.last.entry_name)
+        try:
+            node = xp.ensure(root, path)
+        except xp.XPathError as exc:
+            raise ConfigError(12, f"Invalid object: {exc}") from None
+        _merge(node, fragment)
+        if node.tag == "entry" and _parent_tag(root, path) == "ssl-tls-service-profile":
+            _check_ssl_profile(node)
+        _stamp(node, change, stamp)
+    elif change.action == "edit":
+        fragment = parse_fragment(change.element or "")
+        if len(fragment) != 1 or not path.last.matches(fragment[0]):
+            raise ConfigError(12, f"Invalid object: edit element must be the node "
+                                  f"'{path.last.tag}' the xpath names")
+        new = fragment[0]
+        _check_names(new, _parent_tag(root, path))
+        parent_path = xp.XPath(path.steps[:-1])
+        try:
+            parent = xp.ensure(root, parent_path)
+        except xp.XPathError as exc:
+            raise ConfigError(12, f"Invalid object: {exc}") from None
+        existing = [c for c in parent if path.last.matches(c)]
+        if len(existing) > 1:
+            raise ConfigError(8, "Object not unique")
+        if existing:
+            index = list(parent).index(existing[0])
+            parent.remove(existing[0])
+            parent.insert(index, new)
+        else:
+            parent.append(new)
+        _stamp(new, change, stamp)
+    elif change.action == "delete":
+        pairs = xp.select_with_parents(root, path)
+        if not pairs:
+            raise ConfigError(7, "Object doesn't exist", status="success")
+        doomed: Set[int] = {id(n) for _, node in pairs for n in node.iter()}
+        blocking: Dict[str, List[str]] = {}
+        for site in reference_sites(root):
+            if id(site.holder) in doomed:
+                continue
+            target = find_object(root, site.kind, site.scope, site.value)
+            if target is not None and id(target) in doomed:
+                blocking.setdefault(site.value, []).append(site.description)
+        if blocking:
+            lines = []
+            for name, where in blocking.items():
+                lines.append(RawXml(cdata(f" {name}") +
+                                    " cannot be deleted because of references from:"))
+                lines.extend(f" {w}" for w in where)
+            raise ConfigError(10, *lines)
+        for parent, node in pairs:
+            parent.remove(node)
+            _stamp(parent, change, stamp)
+    elif change.action == "rename":
+        pairs = xp.select_with_parents(root, path)
+        if not pairs:
+            raise ConfigError(7, "Object doesn't exist")
+        if len(pairs) > 1:
+            raise ConfigError(8, "Object not unique")
+        parent, node = pairs[0]
+        new_name = change.newname or ""
+        if not new_name:
+            raise ConfigError(400, "Missing parameter newname")
+        if parent.tag in NAMED_CONTAINERS:
+            _check_name(parent.tag, new_name)
+        if any(c.get("name") == new_name for c in parent if c is not node):
+            raise ConfigError(12, f" {parent.tag} -> {new_name} already exists")
+        # References follow a rename, as in the web interface.
+        followers = [s for s in reference_sites(root)
+                     if find_object(root, s.kind, s.scope, s.value) is node]
+        node.set("name", new_name)
+        for site in followers:
+            site.set_value(new_name)
+        _stamp(node, change, stamp)
+    else:
+        raise ConfigError(400, f"unknown action {change.action}")
+
+
+def _stamp(node: ET.Element, change: Change, stamp: bool) -> None:
+    if stamp and node.tag != "config":
+        node.set("admin", change.admin)
+        node.set("dirtyId", str(change.dirty_id))
+        node.set("time", change.time)
+
+
+class ConfigStore:
+    """Candidate, running and pending changes; every method takes the store lock."""
+
+    def __init__(self, root: ET.Element) -> None:
+        self.lock = threading.RLock()
+        self.running = root
+        self.candidate = copy.deepcopy(root)
+        self.pending: List[Change] = []
+        self._dirty_counter = 0
+
+    def change(self, admin: str, action: str, xpath: str, element: Optional[str] = None,
+               newname: Optional[str] = None) -> None:
+        """Apply a change to the candidate (all or nothing) and record it for commit."""
+        with self.lock:
+            self._dirty_counter += 1
+            record = Change(admin, action, xpath, element, newname, self._dirty_counter,
+                            panos_time())
+            trial = copy.deepcopy(self.candidate)
+            apply_change(trial, record, stamp=True)
+            self.candidate = trial
+            self.pending.append(record)
+
+    def pending_admins(self) -> List[str]:
+        with self.lock:
+            return sorted({c.admin for c in self.pending})
+
+    def build_running(self, changes: List[Change]) -> Tuple[ET.Element, List[str]]:
+        """Running + `changes`, and the commit's validation problems (empty when valid)."""
+        with self.lock:
+            new = copy.deepcopy(self.running)
+        problems = []
+        for change in changes:
+            try:
+                apply_change(new, change, stamp=False)
+            except ConfigError as exc:
+                problems.append(f"{change.action} {change.xpath}: {exc}")
+        _strip_dirty(new)
+        problems.extend(validate_references(new))
+        return new, problems
+
+    def install(self, new_running: ET.Element, committed: List[Change]) -> None:
+        """Make `new_running` the running config and rebuild the candidate from what is left."""
+        with self.lock:
+            done = {id(c) for c in committed}
+            self.pending = [c for c in self.pending if id(c) not in done]
+            self.running = new_running
+            candidate = copy.deepcopy(new_running)
+            for change in self.pending:
+                try:
+                    apply_change(candidate, change, stamp=True)
+                except ConfigError:
+                    pass  # conflicts with what was committed; the change is moot
+            self.candidate = candidate
+
+    def direct(self, tree: str = "both") -> List[ET.Element]:
+        """The trees, for the lab's own seeding (no change record, no stamps)."""
+        return [self.candidate, self.running] if tree == "both" else \
+            [self.candidate if tree == "candidate" else self.running]
