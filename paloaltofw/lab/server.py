@@ -341,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._headers_buffer.append(response.body)
         self.flush_headers()
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _serve
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve
 
 
 class Endpoint:
