@@ -160,7 +160,10 @@ class PanosService(Service):
         admin = self.admins[user]
         mac = hmac.new(self._key_secret, f"{admin.name}\0{admin.password}\0{self._key_epoch}"
                        .encode(), hashlib.sha256).digest()
-        return "LUFRPT" + base64.b64encode(mac + admin.name.encode()[:8]).decode().rstrip("=")
+        # Letters, digits and '=' only, like real keys: pan-python sends `key=` unencoded in
+        # a form body, where '+' would turn into a space.
+        return "LUFRPT" + base64.b64encode(mac + admin.name.encode()[:8], altchars=b"Xz") \
+            .decode()
 
     def _admin_for_key(self, key: str) -> Optional[Admin]:
         for admin in self.admins.values():

@@ -1,0 +1,130 @@
+"""The lab as one object: PKI, the emulated firewall and SCM, their ports, logs and credentials.
+
+Used three ways: by the pytest fixtures (in-process, free ports), by
+`paloaltoagent.py lab --workdir DIR` (prints one JSON line and serves until stopped), and by
+`paloaltoagent.py demo`. Nothing in the agent imports this package.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import ssl
+from typing import Any, Dict, List, Optional
+
+from . import pki
+from .panos import Admin, PanosService, PanosSettings
+from .scm import TOKEN_PATH, ScmAccounts, ScmService, ScmSettings
+from .server import Endpoint, server_ssl_context
+
+# The firewall's administrators: the agent's dedicated API account, a human superuser and a
+# second human, so that partial commits by admin can be seen to leave others' changes alone.
+AGENT_ADMIN = "certbot"
+OTHER_ADMINS = ("admin", "alice")
+
+# An SSL/TLS service profile that exists before the agent runs, bound to a self-signed
+# certificate, as on a freshly set-up GlobalProtect portal.
+SEED_PROFILE = "GP-Portal-TLS"
+SEED_CERTIFICATE = "gp-portal-selfsigned"
+
+
+class Lab:
+    """Start with `Lab(workdir).start()`; stop with `.stop()` (or use it as a context)."""
+
+    def __init__(self, workdir: str, host: str = "127.0.0.1", panos_port: int = 0,
+                 scm_port: int = 0, panos_settings: Optional[PanosSettings] = None,
+                 scm_settings: Optional[ScmSettings] = None, seed: bool = True,
+                 tls: Optional[pki.TlsHierarchy] = None,
+                 hierarchy: Optional[pki.ScmHierarchy] = None) -> None:
+        self.workdir = os.path.abspath(workdir)
+        self.host = host
+        self.control_token = secrets.token_urlsafe(16)
+        labdir = os.path.join(self.workdir, "lab")
+        os.makedirs(labdir, exist_ok=True)
+        self.paths: Dict[str, str] = {
+            "panos_requests": os.path.join(labdir, "panos-requests.jsonl"),
+            "scm_requests": os.path.join(labdir, "scm-requests.jsonl"),
+            "scm_orders": os.path.join(labdir, "scm-orders.jsonl"),
+        }
+        # Tests pass the hierarchies in, so that each test's lab starts in milliseconds.
+        self.tls = tls or pki.TlsHierarchy.create()
+        self.paths.update(self.tls.write_files(labdir, [host, "localhost"]))
+        root_pem = pki.cert_pem(self.tls.root.cert)
+
+        self.admin_passwords = {name: secrets.token_urlsafe(12)
+                                for name in (AGENT_ADMIN,) + OTHER_ADMINS}
+        self.panos = PanosService([Admin(n, p) for n, p in self.admin_passwords.items()],
+                                  settings=panos_settings)
+        if seed:
+            self.panos.seed_self_signed(SEED_CERTIFICATE, "portal.example.com")
+            self.panos.seed("/config/shared/ssl-tls-service-profile",
+                            f'<entry name="{SEED_PROFILE}"><protocol-settings><min-version>'
+                            "tls1-2</min-version><max-version>max</max-version>"
+                            f"</protocol-settings><certificate>{SEED_CERTIFICATE}"
+                            "</certificate></entry>")
+        self.accounts = ScmAccounts.generate()
+        self.scm = ScmService(hierarchy or pki.ScmHierarchy.create(), self.tls, self.accounts,
+                              order_log=self.paths["scm_orders"], settings=scm_settings)
+
+        context = server_ssl_context(self.paths["cert"], self.paths["key"])
+        self.panos_endpoint = Endpoint(self.panos, context, host, panos_port,
+                                       self.paths["panos_requests"], self.control_token)
+        scm_context = server_ssl_context(self.paths["cert"], self.paths["key"], root_pem)
+        self.scm_endpoint = Endpoint(self.scm, scm_context, host, scm_port,
+                                     self.paths["scm_requests"], self.control_token)
+        self.scm.public_url = self.scm_endpoint.url
+
+    def start(self) -> "Lab":
+        self.panos_endpoint.start()
+        self.scm_endpoint.start()
+        return self
+
+    def stop(self) -> None:
+        self.panos_endpoint.stop()
+        self.scm_endpoint.stop()
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def endpoints(self) -> List[Endpoint]:
+        return [self.panos_endpoint, self.scm_endpoint]
+
+    @property
+    def internal_errors(self) -> int:
+        return sum(e.internal_errors for e in self.endpoints)
+
+    def panos_api_key(self, admin: str = AGENT_ADMIN) -> str:
+        return self.panos.api_key(admin)
+
+    def info(self, config_path: Optional[str] = None) -> Dict[str, Any]:
+        """What `lab` prints: everything a client needs to talk to the running lab."""
+        scm = self.scm_endpoint.url
+        return {
+            "config": config_path,
+            "ca_bundle": self.paths["ca_bundle"],
+            "control_token": self.control_token,
+            "panos": {"url": self.panos_endpoint.url, "api_key": self.panos_api_key(),
+                      "username": AGENT_ADMIN, "password": self.admin_passwords[AGENT_ADMIN],
+                      "admin": AGENT_ADMIN, "hostname": self.panos.hostname},
+            "scm": {"enrollment_url": f"{scm}/api/v1",
+                    "token_url": f"{scm}{TOKEN_PATH}",
+                    "client_id": self.accounts.client_id,
+                    "client_secret": self.accounts.client_secret,
+                    "classic_url": f"{scm}/api",
+                    "login": self.accounts.login, "password": self.accounts.password,
+                    "customer_uri": self.accounts.customer_uri,
+                    "org_id": self.accounts.org_id,
+                    "cert_types": {v: self.accounts.profile_for(v).id
+                                   for v in ("DV", "OV", "EV")}},
+            "logs": {"panos_requests": self.paths["panos_requests"],
+                     "scm_requests": self.paths["scm_requests"],
+                     "scm_orders": self.paths["scm_orders"]},
+        }
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the lab (for pan-python and the like)."""
+        return ssl.create_default_context(cafile=self.paths["ca_bundle"])

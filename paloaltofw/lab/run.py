@@ -1,0 +1,76 @@
+"""`paloaltoagent.py lab`: run the lab until SIGINT/SIGTERM.
+
+Prints exactly one JSON line on stdout once both systems listen (everything else goes to
+stderr), so a script can do `read -r line < <(paloaltoagent.py lab --workdir D)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Dict, List, Optional, Sequence
+
+from .lab import Lab
+from .panos import PanosSettings
+from .scm import ScmSettings
+from .server import FaultRule, apply_setting
+from .workdir import write_workdir
+
+log = logging.getLogger("lab")
+
+
+def parse_settings(items: Sequence[str]) -> Dict[str, Dict[str, str]]:
+    """`panos.commit_duration=2` / `scm.pending_polls=3` into {service: {name: value}}."""
+    out: Dict[str, Dict[str, str]] = {"panos": {}, "scm": {}}
+    for item in items:
+        key, sep, value = item.partition("=")
+        service, dot, name = key.partition(".")
+        if not sep or not dot or service not in out:
+            raise ValueError(f"--set {item!r}: expected panos.NAME=VALUE or scm.NAME=VALUE")
+        out[service][name] = value
+    return out
+
+
+def parse_faults(items: Sequence[str]) -> List[tuple]:
+    """`scm:kind=status,status=429,retry_after=2,count=3` into (service, FaultRule) pairs."""
+    out = []
+    for item in items:
+        service, sep, rule = item.partition(":")
+        if not sep or service not in ("panos", "scm"):
+            raise ValueError(f"--fault {item!r}: expected panos:RULE or scm:RULE")
+        out.append((service, FaultRule.parse(rule)))
+    return out
+
+
+def serve(workdir: str, host: str = "127.0.0.1", panos_port: int = 0, scm_port: int = 0,
+          settings: Sequence[str] = (), faults: Sequence[str] = (), api: str = "enrollment",
+          stop: Optional[threading.Event] = None) -> int:
+    parsed = parse_settings(settings)
+    rules = parse_faults(faults)
+    panos_settings, scm_settings = PanosSettings(), ScmSettings()
+    for name, value in parsed["panos"].items():
+        apply_setting(panos_settings, name, value)
+    for name, value in parsed["scm"].items():
+        apply_setting(scm_settings, name, value)
+    lab = Lab(workdir, host, panos_port, scm_port, panos_settings, scm_settings).start()
+    for service, rule in rules:
+        (lab.panos_endpoint if service == "panos" else lab.scm_endpoint).faults.add(rule)
+    config = write_workdir(lab, workdir, api)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())  # type: ignore[union-attr]
+    sys.stdout.write(json.dumps(lab.info(config)) + "\n")
+    sys.stdout.flush()
+    log.info("lab: firewall %s, SCM %s; agent config %s; stop with Ctrl-C",
+             lab.panos_endpoint.url, lab.scm_endpoint.url, config)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        lab.stop()
+        log.info("lab: stopped")
+    return 0

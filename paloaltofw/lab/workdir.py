@@ -1,0 +1,107 @@
+"""A ready-to-run agent configuration wired to a running lab.
+
+`write_workdir(lab, directory)` writes `config.yaml`, the firewall profile file, the SCM
+credentials and three certificate profiles (DV/RSA-2048 bound to an SSL/TLS service profile,
+OV/ECDSA-P384, EV/RSA-4096) into `directory`, in exactly the format an administrator writes by
+hand (see the README's configuration reference). Secrets are written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import yaml
+
+from .lab import AGENT_ADMIN, SEED_PROFILE, Lab
+
+HEADER = ("# Written by `paloaltoagent.py lab`: wired to the running lab, with the lab's\n"
+          "# (throw-away) credentials. Edit freely; see the README for every field.\n")
+
+CERTIFICATE_PROFILES: Dict[str, Dict[str, Any]] = {
+    "portal-dv-rsa2048": {
+        "firewall": "lab-fw-01",
+        "object_name": "portal-example-com",
+        "validation": "DV",
+        "common_name": "portal.example.com",
+        "subject_alt_names": ["vpn.example.com"],
+        "key": "RSA-2048",
+        "scm": {"term": 90},
+        "ssl_tls_service_profiles": [SEED_PROFILE],
+    },
+    "intranet-ov-p384": {
+        "firewall": "lab-fw-01",
+        "object_name": "intranet-example-com",
+        "validation": "OV",
+        "common_name": "intranet.example.com",
+        "subject_alt_names": ["wiki.example.com", "tickets.example.com"],
+        "subject": {"organization": "Example Corp", "locality": "Springfield",
+                    "state": "Oregon", "country": "US"},
+        "key": "ECDSA-P384",
+        "digest": "sha384",
+        "scm": {"term": 180, "comments": "Intranet portal"},
+    },
+    "shop-ev-rsa4096": {
+        "firewall": "lab-fw-01",
+        "object_name": "shop-example-com",
+        "validation": "EV",
+        "common_name": "shop.example.com",
+        "subject_alt_names": ["www.shop.example.com"],
+        "subject": {"organization": "Example Corp", "locality": "Springfield",
+                    "state": "Oregon", "country": "US"},
+        "key": "RSA-4096",
+        "scm": {"term": 200},
+    },
+}
+
+
+def _write(path: str, data: Dict[str, Any], secret: bool = False) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(HEADER)
+        yaml.safe_dump(data, handle, sort_keys=False, default_flow_style=False)
+    os.chmod(path, 0o600 if secret else 0o644)
+
+
+def write_workdir(lab: Lab, directory: str, api: str = "enrollment") -> str:
+    """Write the configuration; return the path of config.yaml."""
+    directory = os.path.abspath(directory)
+    profiles = os.path.join(directory, "profiles")
+    os.makedirs(profiles, exist_ok=True)
+    info = lab.info()
+    scm = info["scm"]
+    label = "ENROLLMENT_API_1" if api == "enrollment" else "ADMIN_API_1"
+    config = {
+        "profiles_dir": "profiles",
+        "state_dir": "state",
+        "scm": {"credentials_file": "profiles/sectigo_credentials.yaml",
+                "credentials_label": label,
+                "ca_bundle": info["ca_bundle"],
+                "poll_interval": 1,
+                "poll_timeout": 30},
+        "logging": {"level": "INFO", "file": "logs/paloaltoagent.log"},
+        "renewal": {"days_before_expiry": 30},
+    }
+    _write(os.path.join(directory, "config.yaml"), config)
+    _write(os.path.join(profiles, "sectigo_credentials.yaml"), {
+        "ENROLLMENT_API_1": {"client_id": scm["client_id"],
+                             "client_secret": scm["client_secret"],
+                             "scm_url": scm["enrollment_url"]},
+        "ADMIN_API_1": {"scm_url": scm["classic_url"], "scm_user": scm["login"],
+                        "scm_password": scm["password"], "scm_uri": scm["customer_uri"],
+                        "scm_org_id": scm["org_id"]},
+    }, secret=True)
+    _write(os.path.join(profiles, "fw_paloalto_config.yaml"), {
+        "lab-fw-01": {"url": info["panos"]["url"],
+                      "username": AGENT_ADMIN,
+                      "password": info["panos"]["password"],
+                      "admin": AGENT_ADMIN,
+                      "commit_description": "Certificates by paloaltoagent (lab)",
+                      "ca_bundle": info["ca_bundle"]},
+    }, secret=True)
+    types = scm["cert_types"]
+    for name, profile in CERTIFICATE_PROFILES.items():
+        data = dict(profile)
+        data["scm"] = dict(profile["scm"], profile_id=types[profile["validation"]])
+        _write(os.path.join(profiles, f"{name}.yaml"), data)
+    return os.path.join(directory, "config.yaml")
