@@ -1,0 +1,127 @@
+"""HTTP sessions for the firewall and SCM clients: TLS as configured, retries by urllib3.
+
+Two rules every request follows:
+
+* TLS verification is what the profile says, always. requests lets the environment
+  (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`) replace a session's `verify`, which would silently
+  swap a firewall's pinned CA bundle for the system one; `Session` here does not allow that.
+  Proxies from the environment still apply (management networks often need them).
+* Retries are urllib3's `Retry`: backoff, and `Retry-After` honoured on 429/503. Requests that
+  place an order (billable) use `BILLABLE`, which retries only when the request demonstrably
+  did not reach the server (connection refused) or the server said it did not process it
+  (429/503); a timeout or reset after sending is never retried, because it may have ordered.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Optional, Union
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InsecureRequestWarning, NameResolutionError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from .config import TlsSettings
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "paloaltoagent"
+
+# Reads and idempotent writes: retry connection problems and transient statuses.
+SAFE = Retry(total=5, connect=3, read=2, status=4, backoff_factor=0.5, backoff_max=30,
+             status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
+             respect_retry_after_header=True, raise_on_status=False)
+# Firewall writes (commit, generate, import, set): a repeat is not harmless (a second commit
+# or generate), so only connection failures before sending, and "busy" answers, are retried.
+WRITE = Retry(total=3, connect=3, read=0, other=0, status=2, backoff_factor=1, backoff_max=30,
+              status_forcelist=(429, 503), allowed_methods=None,
+              respect_retry_after_header=True, raise_on_status=False)
+# Orders: only what cannot have been processed.
+BILLABLE = Retry(total=4, connect=3, read=0, other=0, status=4, backoff_factor=1,
+                 backoff_max=60, status_forcelist=(429, 503), allowed_methods=None,
+                 respect_retry_after_header=True, raise_on_status=False)
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Accepts exactly the server certificate with the given SHA-256 fingerprint (urllib3's
+    `assert_fingerprint`), for management interfaces with self-signed certificates."""
+
+    def __init__(self, fingerprint: str, **kwargs: Any) -> None:
+        self._fingerprint = fingerprint
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self._fingerprint
+        super().init_poolmanager(*args, **kwargs)
+
+
+class Session(requests.Session):
+    """A session whose TLS verification cannot be changed by environment variables."""
+
+    def __init__(self, tls: TlsSettings, retry: Retry = SAFE, pool_size: int = 4) -> None:
+        super().__init__()
+        self.headers["User-Agent"] = USER_AGENT
+        self._pinned = bool(tls.fingerprint)
+        if tls.fingerprint:
+            adapter: HTTPAdapter = _PinnedAdapter(tls.fingerprint, max_retries=retry,
+                                                  pool_maxsize=pool_size)
+            self.verify = False  # the pin replaces chain validation
+        else:
+            adapter = HTTPAdapter(max_retries=retry, pool_maxsize=pool_size)
+            self.verify = tls.ca_bundle if tls.ca_bundle else tls.verify
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify
+        return settings
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self._pinned or self.verify is False:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", InsecureRequestWarning)
+                return super().request(*args, **kwargs)
+        return super().request(*args, **kwargs)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when a transport error proves the request never reached the server: the TCP
+    connection or the TLS handshake failed (a timeout or reset after that may have been
+    processed)."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                        requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        cause: Optional[BaseException] = exc
+        while cause is not None:
+            if isinstance(cause, (NewConnectionError, NameResolutionError)):
+                return True
+            cause = cause.__cause__ or cause.__context__ or (
+                getattr(cause, "reason", None) if isinstance(getattr(cause, "reason", None),
+                                                             BaseException) else None)
+    return False
+
+
+def describe(exc: Union[requests.RequestException, Exception], url: Optional[str] = None) -> str:
+    """A short, secret-free description of a transport error."""
+    target = f" to {url}" if url else ""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS verification failed{target}: check ca_bundle / fingerprint ({_root(exc)})"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"connection timed out{target}"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no answer in time{target}"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"connection failed{target}: {_root(exc)}"
+    return f"request failed{target}: {type(exc).__name__}"
+
+
+def _root(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc)
+    return text.split("] ", 1)[-1][:160] if text else type(exc).__name__

@@ -1,0 +1,349 @@
+"""Sectigo Certificate Manager clients: the Enrollment API (OAuth) and the classic REST API.
+
+Both sit behind one small interface, `ScmClient`: `enroll`, `renew`, `collect`. The workflow
+does not know which API it talks to.
+
+* Enrollment API (sectigo.md §6): OAuth 2.0 client credentials. The token URL is discovered from
+  the `authorization_uri` of the `WWW-Authenticate` header of a 401 (it differs per customer),
+  unless configured; the token is cached, refreshed shortly before `expires_in` runs out, and
+  refreshed once more when a request still gets a 401.
+* Classic API (§5): `login`/`password`/`customerUri` headers, a TLS client certificate on the
+  `/private` prefix, or a bearer token obtained as above.
+
+"Still pending" is recognised only by the codes sectigo.md documents for it (§5.5, §6.4):
+0 with "Being processed by Sectigo", -1400, -183, -103, -109. Anything else is an error.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import logging
+import re
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from . import http
+from .config import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings
+from .errors import OrderRejected, ScmError
+
+log = logging.getLogger(__name__)
+
+PENDING_CODES = {-1400, -183, -103, -109}
+REJECTED_CODES = {-110: "revoked", -1112: "declined", -5101: "unknown to SCM",
+                  -124: "unknown to SCM", -159: "revoked"}
+# Renewal refused outright (no order placed): fall back to a new enrollment.
+RENEW_REFUSED_CODES = {-180, -5101, -124, -123, -105, -130}
+TOKEN_SKEW = 30.0
+
+
+class OAuth:
+    """Client-credentials tokens: discovered token URL, cached token, refresh before expiry."""
+
+    def __init__(self, client_id: str, secret: Any, token_url: Optional[str],
+                 session: requests.Session, timeout: float) -> None:
+        self.client_id = client_id
+        self._secret = secret
+        self.token_url = token_url
+        self._session = session
+        self._timeout = timeout
+        self._token: Optional[str] = None
+        self._expires = 0.0
+
+    def header(self) -> Dict[str, str]:
+        """The Authorization header; fetches a token first when the URL is known and the
+        cached token is missing or about to expire. With no URL yet, the request goes out
+        without one and its 401 tells where tokens come from."""
+        if self.token_url and (not self._token or
+                               time.monotonic() >= self._expires - TOKEN_SKEW):
+            self.fetch()
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def discover(self, response: requests.Response) -> None:
+        """Take the token URL from a 401's `WWW-Authenticate: Bearer authorization_uri="…"`."""
+        challenge = response.headers.get("WWW-Authenticate", "")
+        found = re.search(r'authorization_uri="([^"]+)"', challenge)
+        if found and found.group(1).startswith("https://"):
+            if self.token_url != found.group(1):
+                log.debug("SCM token URL discovered: %s", found.group(1))
+            self.token_url = found.group(1)
+        elif not self.token_url:
+            raise ScmError("SCM answered 401 without an authorization_uri to get a token from; "
+                           "set token_url in the credentials block", 401)
+
+    def fetch(self) -> None:
+        assert self.token_url
+        try:
+            response = self._session.post(self.token_url, data={
+                "client_id": self.client_id, "client_secret": self._secret.reveal(),
+                "grant_type": "client_credentials"}, timeout=self._timeout,
+                headers={"Accept": "application/json"})
+        except requests.RequestException as exc:
+            raise ScmError(f"SCM token request failed: {http.describe(exc, self.token_url)}") \
+                from None
+        if response.status_code != 200:
+            detail = _json(response).get("error_description") or _json(response).get("error")
+            raise ScmError(f"SCM refused the client credentials (HTTP {response.status_code}"
+                           f"{': ' + str(detail) if detail else ''}); check client_id and "
+                           "client_secret", response.status_code)
+        body = _json(response)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not token:
+            raise ScmError("SCM token response has no access_token")
+        self._token = token
+        self._expires = time.monotonic() + (float(lifetime) if isinstance(
+            lifetime, (int, float)) else 300.0)
+
+    def invalidate(self) -> None:
+        self._token = None
+
+
+class ScmClient(abc.ABC):
+    """The interface the lifecycle uses. Ids are strings; chains are the raw bytes SCM sent."""
+
+    api = ""
+
+    def __init__(self, settings: ScmSettings) -> None:
+        self.settings = settings
+        self.credentials: ScmCredentials = settings.credentials
+        self.safe = http.Session(settings.tls, http.SAFE)
+        self.billable = http.Session(settings.tls, http.BILLABLE)
+        self.oauth: Optional[OAuth] = None
+        if self.credentials.client_id and self.credentials.client_secret:
+            self.oauth = OAuth(self.credentials.client_id, self.credentials.client_secret,
+                               self.credentials.token_url, self.safe, settings.timeout)
+
+    @abc.abstractmethod
+    def enroll(self, csr_pem: str, profile: CertificateProfile) -> str:
+        """Place a new order; returns its id."""
+
+    @abc.abstractmethod
+    def renew(self, cert_id: str, csr_pem: str, profile: CertificateProfile) -> str:
+        """Renew certificate `cert_id` with a new CSR; returns the new order's id."""
+
+    @abc.abstractmethod
+    def collect(self, order_id: str) -> Optional[bytes]:
+        """The issued chain, or None while SCM is still processing the order."""
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _headers(self) -> Dict[str, str]:
+        return {"Accept": "application/json"}
+
+    def request(self, method: str, url: str, what: str, billable: bool = False,
+                **kwargs: Any) -> requests.Response:
+        """Send with auth; on 401, (re)discover and fetch a token and try once more."""
+        session = self.billable if billable else self.safe
+        for attempt in (1, 2):
+            headers = self._headers()
+            if self.oauth:
+                try:
+                    headers.update(self.oauth.header())
+                except ScmError as exc:
+                    exc.sent = False  # no token, so the request itself never went out
+                    raise
+            try:
+                response = session.request(method, url, headers=headers,
+                                           timeout=self.settings.timeout, **kwargs)
+            except requests.RequestException as exc:
+                raise ScmError(f"SCM {what}: {http.describe(exc, _origin(url))}",
+                               sent=False if http.never_sent(exc) else None) from None
+            if response.status_code == 401 and self.oauth and attempt == 1:
+                # No token yet, or it expired early: learn the token URL, get a fresh one.
+                self.oauth.invalidate()
+                self.oauth.discover(response)
+                continue
+            return response
+        return response
+
+    def error(self, what: str, response: requests.Response) -> ScmError:
+        body = _json(response)
+        code, description = body.get("code"), body.get("description")
+        if response.status_code == 401:
+            return ScmError(f"SCM {what}: authentication failed ({description or 'HTTP 401'});"
+                            " check the credentials block", 401, code)
+        text = f"{code} {description}" if code is not None else \
+            f"HTTP {response.status_code}"
+        cls = OrderRejected if code in REJECTED_CODES else ScmError
+        return cls(f"SCM {what}: {text} (HTTP {response.status_code})", response.status_code,
+                   code if isinstance(code, int) else None)
+
+    def pending(self, response: requests.Response) -> bool:
+        """Exactly the documented "not issued yet" answers (sectigo.md §5.5, §6.4)."""
+        body = _json(response)
+        code = body.get("code")
+        if code in PENDING_CODES:
+            return True
+        description = str(body.get("description") or "")
+        return code == 0 and "being processed" in description.lower()
+
+
+class EnrollmentClient(ScmClient):
+    """The Enrollment API with OAuth (sectigo.md §6), Sectigo connector's default."""
+
+    api = "enrollment"
+
+    def __init__(self, settings: ScmSettings) -> None:
+        super().__init__(settings)
+        url = self.credentials.url.rstrip("/")
+        # The SDK's scm_url may be the host or the host + /api/v1 (sectigo.md §6.2).
+        self.base = url if url.endswith("/api/v1") else f"{url}/api/v1"
+
+    def _body(self, csr_pem: str, profile: CertificateProfile,
+              renewal: bool = False) -> Dict[str, Any]:
+        order = profile.order
+        body: Dict[str, Any] = {"csr": csr_base64(csr_pem), "profileId": order.profile_id,
+                                "subjAltNames": list(profile.names)}
+        if not renewal:
+            # The enroll reference names the profile `productId`, renew `profileId`
+            # (sectigo.md §6.3): send both names on enroll.
+            body["productId"] = order.profile_id
+        body.update(order_options(order))
+        if order.custom_fields:
+            body["customFields"] = dict(order.custom_fields)
+        return body
+
+    def enroll(self, csr_pem: str, profile: CertificateProfile) -> str:
+        response = self.request("POST", f"{self.base}/certificates", "enroll", billable=True,
+                                json=self._body(csr_pem, profile))
+        return self._order_id(response, "enroll", "certId")
+
+    def renew(self, cert_id: str, csr_pem: str, profile: CertificateProfile) -> str:
+        response = self.request("POST", f"{self.base}/certificates/{cert_id}/renew",
+                                f"renew of {cert_id}", billable=True,
+                                json=self._body(csr_pem, profile, renewal=True))
+        return self._order_id(response, f"renew of {cert_id}", "certId")
+
+    def collect(self, order_id: str) -> Optional[bytes]:
+        response = self.request("GET", f"{self.base}/certificates/{order_id}",
+                                f"download of {order_id}")
+        if response.status_code == 200:
+            return response.content
+        if self.pending(response):
+            return None
+        raise self.error(f"download of {order_id}", response)
+
+    def _order_id(self, response: requests.Response, what: str, key: str) -> str:
+        if response.status_code not in (200, 201):
+            raise self.error(what, response)
+        value = _json(response).get(key)
+        if not isinstance(value, (int, str)) or not str(value).strip():
+            raise ScmError(f"SCM {what}: accepted (HTTP {response.status_code}) but the answer "
+                           f"has no {key}, so the order cannot be followed", response.status_code)
+        return str(value)
+
+
+class ClassicClient(ScmClient):
+    """The classic REST API under /api/ssl/v1 (sectigo.md §5)."""
+
+    api = "classic"
+    COLLECT_FORMAT = "x509"  # certificate with its chain, PEM
+
+    def __init__(self, settings: ScmSettings) -> None:
+        super().__init__(settings)
+        creds = self.credentials
+        url = creds.url.rstrip("/")
+        if not url.endswith("/api"):
+            url = f"{url}/api"
+        if creds.client_cert and "/private/" not in f"{url}/":
+            # Certificate authentication only works under the /private prefix (§5.1).
+            url = url[:-len("/api")] + "/private/api"
+        self.base = f"{url}/ssl/v1"
+        if creds.client_cert:
+            for session in (self.safe, self.billable):
+                session.cert = (creds.client_cert, creds.client_key)  # type: ignore[assignment]
+
+    def _headers(self) -> Dict[str, str]:
+        headers = {"Accept": "application/json"}
+        creds = self.credentials
+        if creds.login:
+            headers["login"] = creds.login
+            headers["customerUri"] = creds.customer_uri or ""
+            if creds.password and not creds.client_cert:
+                headers["password"] = creds.password.reveal()
+        return headers
+
+    def enroll(self, csr_pem: str, profile: CertificateProfile) -> str:
+        order = profile.order
+        body: Dict[str, Any] = {"orgId": order.org_id, "csr": csr_pem.strip(),
+                                "certType": order.profile_id,
+                                "subjAltNames": ",".join(profile.names)}
+        body.update(order_options(order))
+        if order.custom_fields:
+            body["customFields"] = [{"name": k, "value": v} for k, v in order.custom_fields]
+        response = self.request("POST", f"{self.base}/enroll", "enroll", billable=True,
+                                json=body)
+        return self._ssl_id(response, "enroll")
+
+    def renew(self, cert_id: str, csr_pem: str, profile: CertificateProfile) -> str:
+        # Always a JSON object: an empty or non-object body is -1002 (python-cert_manager #220).
+        response = self.request("POST", f"{self.base}/renewById/{cert_id}",
+                                f"renew of {cert_id}", billable=True,
+                                json={"csr": csr_pem.strip()})
+        return self._ssl_id(response, f"renew of {cert_id}")
+
+    def collect(self, order_id: str) -> Optional[bytes]:
+        response = self.request("GET", f"{self.base}/collect/{order_id}",
+                                f"collect of {order_id}",
+                                params={"format": self.COLLECT_FORMAT})
+        if response.status_code == 200:
+            return response.content
+        if self.pending(response):
+            return None
+        raise self.error(f"collect of {order_id}", response)
+
+    def _ssl_id(self, response: requests.Response, what: str) -> str:
+        if not 200 <= response.status_code < 300:
+            raise self.error(what, response)
+        value = _json(response).get("sslId")
+        if not isinstance(value, (int, str)) or not str(value).strip():
+            # renewById is documented as 200 {"sslId"}, but a client's tests expect 204
+            # (sectigo.md §5.7, §8.12): an order may exist whose id we do not know.
+            raise ScmError(f"SCM {what}: accepted (HTTP {response.status_code}) but the answer "
+                           "has no sslId, so the order cannot be followed",
+                           response.status_code)
+        return str(value)
+
+
+def make_client(settings: ScmSettings) -> ScmClient:
+    if settings.credentials.api == "classic":
+        return ClassicClient(settings)
+    return EnrollmentClient(settings)
+
+
+def order_options(order: OrderSettings) -> Dict[str, Any]:
+    """The optional order fields both APIs name alike (sectigo.md §5.4, §6.3)."""
+    options: Dict[str, Any] = {}
+    if order.term:
+        options["term"] = order.term
+    if order.comments:
+        options["comments"] = order.comments
+    if order.external_requester:
+        options["externalRequester"] = order.external_requester
+    return options
+
+
+def csr_base64(csr_pem: str) -> str:
+    """The Enrollment API's CSR form: single-line Base64 of the DER, no BEGIN/END lines."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode("ascii"))
+    return base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode("ascii")
+
+
+def _json(response: requests.Response) -> Dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _origin(url: str) -> str:
+    match = re.match(r"https?://[^/]+", url)
+    return match.group(0) if match else url
+
+
+__all__: Tuple[str, ...] = ("ScmClient", "EnrollmentClient", "ClassicClient", "make_client")

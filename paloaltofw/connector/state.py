@@ -1,0 +1,176 @@
+"""What the agent remembers between runs, per certificate profile, in `state_dir`.
+
+Two files per certificate profile, both written atomically (temporary file, fsync, rename,
+fsync of the directory):
+
+* `<profile>.ids`: the SCM certificate ID of the newest order, Base64-encoded, as Sectigo's
+  connector keeps it (one line).
+* `<profile>.json`: everything else (documented in the README, "State files"):
+
+      {"version": 1,
+       "object": "www-20261128",          # object on the firewall holding the current certificate
+       "cert_id": "1234",                 # SCM id of the installed certificate (renewals use it)
+       "api": "enrollment",               # the SCM API that issued it
+       "pending": {                       # an order in progress, until its commit succeeds
+           "stage": "generated|ordering|ordered|installed",
+           "object": "www-20261128",      # where its key and CSR live on the firewall
+           "order_id": "1235",            # once SCM answered
+           "kind": "enroll|renew", "api": "...", "since": "ISO time",
+           "replaces": "www",             # the object it supersedes
+           "ids_before": "1234"},         # .ids when the order went out (see below)
+       "superseded": ["www"],             # old objects to delete once nothing references them
+       "rejected": {...},                 # an order refused at verification or by SCM, kept
+       "history": [{"time", "event", ...}]}
+
+The `ordering` stage is written *before* the order is sent, so a run interrupted between
+sending it and recording SCM's answer is noticed and never silently ordered again. SCM's
+answer goes to `.ids` first, so an interruption after that is resumed from `.ids`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .errors import ConfigError
+
+VERSION = 1
+HISTORY_LIMIT = 50
+
+
+@dataclass
+class Pending:
+    stage: str  # generated | ordering | ordered | installed
+    object: str
+    kind: str = "enroll"
+    api: str = ""
+    order_id: Optional[str] = None
+    since: str = ""
+    replaces: Optional[str] = None  # the object this certificate supersedes, if any
+    ids_before: Optional[str] = None  # the .ids content when the order went out
+
+
+@dataclass
+class CertState:
+    profile: str
+    object: Optional[str] = None
+    cert_id: Optional[str] = None
+    api: Optional[str] = None
+    pending: Optional[Pending] = None
+    superseded: List[str] = field(default_factory=list)
+    rejected: Optional[Dict[str, Any]] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+    def note(self, event: str, **details: Any) -> None:
+        self.history.append({"time": now_iso(), "event": event, **details})
+        del self.history[:-HISTORY_LIMIT]
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class StateStore:
+    """Reads and writes the state files of one state directory."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def ensure_writable(self) -> None:
+        """Create the directory (0700) and prove it is writable, before anything is sent."""
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.directory, prefix=".probe-",
+                                                delete=True)
+            probe.close()
+        except OSError as exc:
+            raise ConfigError(f"state directory is not writable ({exc.strerror}); fix its "
+                              "permissions or set state_dir in config.yaml",
+                              self.directory) from None
+
+    def _path(self, profile: str, suffix: str) -> str:
+        return os.path.join(self.directory, f"{profile}{suffix}")
+
+    def load(self, profile: str) -> CertState:
+        path = self._path(profile, ".json")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            state = CertState(profile)
+            ids = self.read_ids(profile)
+            if ids:
+                # Only a .ids file (e.g. from Sectigo's connector): the id of the last order.
+                state.cert_id = ids
+            return state
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"state file is unreadable ({exc}); restore it from backup or "
+                              "move it away to start this certificate afresh", path) from None
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            raise ConfigError(f"state file has an unknown format (version "
+                              f"{data.get('version') if isinstance(data, dict) else '?'})",
+                              path)
+        pending = data.get("pending")
+        return CertState(profile, data.get("object"), data.get("cert_id"), data.get("api"),
+                         Pending(**pending) if pending else None,
+                         list(data.get("superseded") or []), data.get("rejected"),
+                         list(data.get("history") or []))
+
+    def save(self, state: CertState) -> None:
+        data = {"version": VERSION, "profile": state.profile, "object": state.object,
+                "cert_id": state.cert_id, "api": state.api,
+                "pending": asdict(state.pending) if state.pending else None,
+                "superseded": state.superseded, "rejected": state.rejected,
+                "history": state.history}
+        atomic_write(self._path(state.profile, ".json"),
+                     json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def write_ids(self, profile: str, cert_id: str) -> None:
+        encoded = base64.b64encode(cert_id.encode("ascii")).decode("ascii")
+        atomic_write(self._path(profile, ".ids"), encoded + "\n")
+
+    def read_ids(self, profile: str) -> Optional[str]:
+        try:
+            with open(self._path(profile, ".ids"), encoding="ascii") as handle:
+                text = handle.read().strip()
+        except FileNotFoundError:
+            return None
+        try:
+            return base64.b64decode(text, validate=True).decode("ascii") if text else None
+        except ValueError:
+            raise ConfigError("not a Base64-encoded certificate ID",
+                              self._path(profile, ".ids")) from None
+
+
+def atomic_write(path: str, text: str, mode: int = 0o600) -> None:
+    """Write all or nothing: a crash leaves either the old file or the new one."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
