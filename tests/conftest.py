@@ -93,3 +93,115 @@ def panos(tls_files: Dict[str, str]) -> Any:
     yield PanosClient(endpoint, service, tls_files["ca_bundle"])
     endpoint.stop()
     assert endpoint.internal_errors == 0, "the emulated firewall hit an internal error"
+
+
+# --- the whole lab and an agent configuration wired to it ---------------------------------
+
+class Workdir:
+    """A lab plus the agent configuration `paloaltoagent.py lab` would write for it, and
+    helpers to run the agent's real `main()` against it."""
+
+    def __init__(self, lab: Any, config: str) -> None:
+        self.lab = lab
+        self.config = config
+        self.root = os.path.dirname(config)
+        self.profiles = os.path.join(self.root, "profiles")
+        self.state = os.path.join(self.root, "state")
+
+    def run(self, *args: str, accept_eula: bool = True) -> Tuple[int, str]:
+        import io
+        from connector.cli import main
+        out = io.StringIO()
+        argv = list(args) + ["--config", self.config]
+        if accept_eula:
+            argv.append("--accept-eula")
+        code = main(argv, out=out)
+        return code, out.getvalue()
+
+    def edit_config(self, section: str, **values: Any) -> None:
+        import yaml
+        with open(self.config) as handle:
+            data = yaml.safe_load(handle)
+        data.setdefault(section, {}).update(values)
+        with open(self.config, "w") as handle:
+            yaml.safe_dump(data, handle)
+
+    def profile(self, name: str, **fields: Any) -> str:
+        """Write a certificate profile (defaults: DV, RSA-2048, on lab-fw-01)."""
+        import yaml
+        validation = fields.get("validation", "DV")
+        data: Dict[str, Any] = {
+            "firewall": "lab-fw-01", "object_name": name, "validation": validation,
+            "common_name": f"{name}.example.com", "key": "RSA-2048",
+            "scm": {"profile_id": self.lab.accounts.profile_for(validation).id, "term": 90}}
+        data.update(fields)
+        path = os.path.join(self.profiles, f"{name}.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(data, handle)
+        return path
+
+    def remove_sample_profiles(self) -> None:
+        from lab.workdir import CERTIFICATE_PROFILES
+        for name in CERTIFICATE_PROFILES:
+            os.remove(os.path.join(self.profiles, f"{name}.yaml"))
+
+    def state_of(self, profile: str) -> Dict[str, Any]:
+        import json
+        with open(os.path.join(self.state, f"{profile}.json")) as handle:
+            return json.load(handle)
+
+    # The lab's own records, counted per service.
+    def scm_requests(self) -> list:
+        return list(self.lab.scm_endpoint.log.entries)
+
+    def panos_requests(self) -> list:
+        return list(self.lab.panos_endpoint.log.entries)
+
+    def orders(self) -> list:
+        return list(self.lab.scm.order_log)
+
+    def commits(self) -> list:
+        return [e for e in self.panos_requests() if e.get("type") == "commit"]
+
+    def running(self) -> ET.Element:
+        return self.lab.panos.running_tree()
+
+
+@pytest.fixture()
+def lab(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy) -> Any:
+    from lab.lab import Lab
+    from lab.panos import PanosSettings
+    instance = Lab(str(tmp_path / "work"), tls=tls_pki, hierarchy=scm_pki,
+                   panos_settings=PanosSettings(commit_duration=0.1)).start()
+    yield instance
+    instance.stop()
+    assert instance.internal_errors == 0, "the lab hit an internal error"
+
+
+@pytest.fixture()
+def work(lab: Any) -> Workdir:
+    from lab.workdir import write_workdir
+    return Workdir(lab, write_workdir(lab, lab.workdir))
+
+
+@pytest.fixture()
+def classic_work(lab: Any) -> Workdir:
+    from lab.workdir import write_workdir
+    return Workdir(lab, write_workdir(lab, lab.workdir, api="classic"))
+
+
+def edit_yaml(path: str, label: Optional[str] = None, **values: Any) -> None:
+    """Change fields of a YAML file (of its `label` block when given); None deletes."""
+    import yaml
+    with open(path) as handle:
+        data = yaml.safe_load(handle)
+    target = data[label] if label else data
+    for key, value in values.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    mode = os.stat(path).st_mode & 0o777
+    with open(path, "w") as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)
+    os.chmod(path, mode)

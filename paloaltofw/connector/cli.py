@@ -1,0 +1,310 @@
+"""The command line: parse arguments, load the configuration, run a command, map errors to
+exit codes. This is the only module that prints; heavy imports happen inside the commands, so
+that `--help` and `--version` start fast.
+
+Exit codes: 0 done or nothing to do; 1 one or more certificates failed (the others were still
+processed); 2 configuration or usage error (nothing sent); 3 EULA not accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, TextIO
+
+from . import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import Config
+    from .lifecycle import Result
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_EULA = 0, 1, 2, 3
+CONFIG_ENV = "sectigo_pycert_config"
+AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EPILOG = """\
+examples:
+  paloaltoagent.py demo                          the whole lifecycle against the offline lab
+  paloaltoagent.py enroll                        certificates for every profile that has none
+  paloaltoagent.py renew                         renew what is due (run this from cron)
+  paloaltoagent.py renew www-example --force     renew one certificate now
+  paloaltoagent.py -a renew -p www,mail          the same, in Sectigo connector style
+  paloaltoagent.py encrypt                       GPG-encrypt the secrets in the credential files
+  paloaltoagent.py lab --workdir /tmp/lab        run the lab (emulated firewall + SCM)
+
+crontab (every night at 03:17, as the user who owns the configuration):
+  17 3 * * * cd /opt/paloaltofw && .venv/bin/python paloaltofw/paloaltoagent.py renew -q
+
+configuration: --config PATH, else $sectigo_pycert_config, else config.yaml next to
+paloaltoagent.py. Exit codes: 0 ok, 1 a certificate failed, 2 configuration error,
+3 EULA not accepted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="config.yaml to use")
+    common.add_argument("--accept-eula", action="store_true",
+                        help="accept the SCM Client EULA without asking")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="only warnings and errors on the terminal")
+
+    parser = argparse.ArgumentParser(
+        prog="paloaltoagent.py", parents=[common],
+        description="Sectigo Certificate Manager certificates for Palo Alto Networks "
+                    "firewalls: the key pair and CSR are made on the firewall, the certificate "
+                    "comes from SCM, the chain is imported, bound and committed.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    enroll = commands.add_parser(
+        "enroll", parents=[common], help="get certificates for profiles that have none",
+        description="For each certificate profile (or the named ones) whose certificate is "
+                    "missing from its firewall: generate key and CSR on the firewall, order at "
+                    "SCM, import, bind and commit. Also finishes pending orders.")
+    enroll.add_argument("profiles", nargs="*", metavar="PROFILE",
+                        help="certificate profile names (default: all)")
+    renew = commands.add_parser(
+        "renew", parents=[common], help="renew certificates that are due (for cron)",
+        description="Replace every certificate that is missing, expired, revoked, within its "
+                    "renewal window, or no longer matching its profile. Also finishes pending "
+                    "orders. --force replaces the named certificates now.")
+    renew.add_argument("profiles", nargs="*", metavar="PROFILE",
+                       help="certificate profile names (default: all)")
+    renew.add_argument("--force", action="store_true",
+                       help="replace even if not due, or after a refused/interrupted order")
+    for verb, action in (("encrypt", "replace plaintext secrets with GPG ciphertext"),
+                         ("decrypt", "restore plaintext secrets for editing")):
+        sub = commands.add_parser(
+            verb, parents=[common], help=f"{action}, in place",
+            description=f"{action[0].upper()}{action[1:]}, in place: SCM client_secret and "
+                        "scm_password, firewall api_key and password. Comments and other values "
+                        "are kept. Default files: the SCM credentials file and every fw_*.yaml. "
+                        "Settings: the encryption section of config.yaml.")
+        sub.add_argument("files", nargs="*", metavar="FILE", help="files to change")
+    commands.add_parser(
+        "demo", parents=[common], help="run the whole lifecycle against the offline lab",
+        description="Start the lab in this process, enroll its sample profiles, then force a "
+                    "renewal of a certificate bound to an SSL/TLS service profile, and show "
+                    "what changed. Offline; takes a few seconds.")
+    lab = commands.add_parser(
+        "lab", parents=[common],
+        help="run the lab: an emulated firewall and SCM on loopback (offline)",
+        description="Start an emulated PAN-OS firewall and Sectigo Certificate Manager over "
+                    "HTTPS, write a ready config.yaml and profiles wired to them into "
+                    "--workdir, print one JSON line describing them, and serve until "
+                    "interrupted (SIGINT/SIGTERM).")
+    lab.add_argument("--workdir", required=True, help="directory for config, profiles, logs")
+    lab.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    lab.add_argument("--panos-port", type=int, default=0, help="firewall port (0: any free)")
+    lab.add_argument("--scm-port", type=int, default=0, help="SCM port (0: any free)")
+    lab.add_argument("--api", choices=["enrollment", "classic"], default="enrollment",
+                     help="which SCM API the written config uses")
+    lab.add_argument("--set", action="append", default=[], metavar="SERVICE.NAME=VALUE",
+                     help="a lab setting, e.g. panos.commit_duration=5, scm.pending_polls=2")
+    lab.add_argument("--fault", action="append", default=[], metavar="SERVICE:RULE",
+                     help="a fault rule, e.g. scm:kind=status,status=429,retry_after=2,count=3")
+    return parser
+
+
+LEGACY_ACTIONS = {"enroll": "enroll", "renew": "renew", "replace": "renew"}
+
+
+class UsageError(Exception):
+    """A command line that cannot be understood (exit code 2, like argparse's own)."""
+
+
+def translate_legacy(argv: List[str]) -> List[str]:
+    """Accept Sectigo connector style `-a ACTION [-p NAME[,NAME]]` (sectigo.md §3.2)."""
+    if not any(a in ("-a", "--action") or a.startswith("--action=") for a in argv):
+        return argv
+    out: List[str] = []
+    action: Optional[str] = None
+    names: List[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg in ("-a", "--action"):
+            action = next(items, "")
+        elif arg.startswith("--action="):
+            action = arg.split("=", 1)[1]
+        elif arg in ("-p", "--profile"):
+            names += [n for n in next(items, "").split(",") if n]
+        elif arg.startswith("--profile="):
+            names += [n for n in arg.split("=", 1)[1].split(",") if n]
+        else:
+            out.append(arg)
+    if action not in LEGACY_ACTIONS:
+        raise UsageError(f"unknown action {action!r} for -a; use enroll, renew or replace")
+    extra = ["--force"] if action == "replace" else []
+    return [LEGACY_ACTIONS[action]] + out + extra + [_profile_name(n) for n in names]
+
+
+def _profile_name(name: str) -> str:
+    base = os.path.basename(name)
+    for suffix in (".yaml", ".yml"):
+        if base.endswith(suffix):
+            return base[:-len(suffix)]
+    return base
+
+
+def config_path(explicit: Optional[str]) -> str:
+    """--config, else $sectigo_pycert_config, else config.yaml next to paloaltoagent.py."""
+    if explicit:
+        return explicit
+    return os.environ.get(CONFIG_ENV) or os.path.join(AGENT_DIR, "config.yaml")
+
+
+def stderr_level(args: argparse.Namespace) -> int:
+    if args.verbose:
+        return logging.DEBUG
+    if args.quiet:
+        return logging.WARNING
+    return logging.INFO if sys.stderr.isatty() else logging.WARNING
+
+
+def load(args: argparse.Namespace) -> "Config":
+    from .config import load_config
+    from .secrets import decryptor
+    config = load_config(config_path(args.config), make_decryptor=decryptor)
+    unknown = [n for n in args.profiles if n not in config.certificates]
+    if unknown:
+        from .config import did_you_mean
+        from .errors import ConfigError
+        raise ConfigError(f"no certificate profile '{unknown[0]}' in {config.profiles_dir}"
+                          f"{did_you_mean(unknown[0], list(config.certificates))}")
+    return config
+
+
+def cmd_certificates(args: argparse.Namespace, out: TextIO) -> int:
+    from . import eula, logs
+    from .errors import ConfigError, EulaNotAccepted
+    from .lifecycle import RunOptions, run
+
+    redact = logs.setup("INFO", stderr_level(args))
+    try:
+        config = load(args)
+    except ConfigError as exc:
+        logging.getLogger("paloaltoagent").error("%s", exc)
+        return EXIT_CONFIG
+    redact.add(config.secrets())
+    logs.setup("DEBUG" if args.verbose else config.logging.level, stderr_level(args),
+               config.logging.file, config.logging.max_bytes, config.logging.backup_count,
+               redact)
+    log = logging.getLogger("paloaltoagent")
+    try:
+        eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin, out)
+    except EulaNotAccepted as exc:
+        log.error("%s", exc)
+        return EXIT_EULA
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    if not config.certificates:
+        log.warning("no certificate profiles in %s; copy one from profiles_sample/",
+                    config.profiles_dir)
+        return EXIT_OK
+    log.info("%s: %s %s", args.command, __version__, ", ".join(args.profiles) or
+             "all certificate profiles")
+    try:
+        results = run(config, args.profiles, RunOptions(
+            mode=args.command, force=getattr(args, "force", False)))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    print_results(results, out, redact.redact)
+    failed = [r for r in results if r.failed]
+    for result in failed:
+        log.error("FAILED %s (%s): %s", result.profile, result.firewall, result.message)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
+    """Left-aligned columns, one line per row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n"
+                   for row in rows)
+
+
+def print_results(results: Sequence["Result"], out: TextIO,
+                  redact: Callable[[str], str] = lambda s: s) -> None:
+    rows = [("PROFILE", "FIREWALL", "OBJECT", "RESULT", "EXPIRES", "SCM ID")]
+    for r in results:
+        rows.append((r.profile, r.firewall, r.object or "-",
+                     r.action if r.action != "none" else (r.message or "ok"),
+                     f"{r.not_after:%Y-%m-%d}" if r.not_after else "-", r.cert_id or "-"))
+    out.write(redact(table(rows)))
+    for r in results:
+        if r.failed:
+            out.write(redact(f"{r.profile}: {r.message}") + "\n")
+    out.flush()
+
+
+def cmd_secrets(args: argparse.Namespace, out: TextIO) -> int:
+    """encrypt / decrypt: every file is prepared in memory first; any error changes nothing."""
+    from . import logs
+    from .config import secret_files
+    from .errors import ConfigError
+    from .secrets import Gpg, decrypt_files, encrypt_files
+
+    logs.setup("INFO", stderr_level(args))
+    log = logging.getLogger("paloaltoagent")
+    path = os.path.abspath(config_path(args.config))
+    try:
+        settings, default_files = secret_files(path)
+        files = [os.path.abspath(f) for f in args.files] or default_files
+        if not files:
+            raise ConfigError("no credentials file and no fw_*.yaml files to work on", path)
+        gpg = Gpg(settings, path)
+        changed = (encrypt_files if args.command == "encrypt" else decrypt_files)(gpg, files)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    for file, fields in changed.items():
+        out.write(f"{file}: {args.command}ed {', '.join(fields)}\n" if fields else
+                  f"{file}: nothing to {args.command}\n")
+    return EXIT_OK
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from lab.run import serve  # the lab is imported only by the lab and demo commands
+
+    logging.basicConfig(level=stderr_level(args) if args.verbose or args.quiet else
+                        logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return serve(args.workdir, args.host, args.panos_port, args.scm_port, args.set,
+                     args.fault, args.api)
+    except ValueError as exc:
+        print(f"paloaltoagent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from . import logs
+    from .demo import run_demo
+
+    logs.setup("INFO", logging.DEBUG if args.verbose else logging.WARNING)
+    return run_demo(out)
+
+
+def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+    parser = build_parser()
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        args = parser.parse_args(translate_legacy(raw))
+    except UsageError as exc:
+        parser.error(str(exc))  # prints usage and exits 2
+    if args.command in ("enroll", "renew"):
+        return cmd_certificates(args, out)
+    if args.command in ("encrypt", "decrypt"):
+        return cmd_secrets(args, out)
+    if args.command == "lab":
+        return cmd_lab(args)
+    if args.command == "demo":
+        return cmd_demo(args, out)
+    parser.print_help(sys.stderr)
+    return EXIT_CONFIG

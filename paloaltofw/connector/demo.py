@@ -1,0 +1,95 @@
+"""`paloaltoagent.py demo`: the whole lifecycle against the lab, offline, in a few seconds.
+
+1. Start the lab (emulated firewall and SCM on loopback) in this process, in a temporary
+   directory, with the sample profiles it writes (DV/RSA-2048 bound to an SSL/TLS service
+   profile, OV/ECDSA-P384, EV/RSA-4096).
+2. Enroll them all with the real agent, and show what the firewall now runs.
+3. Force a renewal of the bound certificate and show the new object, the repointed service
+   profile and the removal of the old object.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from typing import List, Sequence, TextIO, Tuple
+
+from . import certs
+from .config import load_config
+from .lifecycle import RunOptions, run
+from .cli import table
+from .panos import parse_inventory
+
+BOUND_PROFILE = "portal-dv-rsa2048"
+
+
+def _table(rows: Sequence[Tuple[str, ...]], out: TextIO) -> None:
+    out.write(table(rows, indent="  "))
+
+
+def run_demo(out: TextIO) -> int:
+    from lab.lab import SEED_PROFILE, Lab  # only the demo and lab commands import the lab
+    from lab.panos import PanosSettings
+    from lab.workdir import write_workdir
+
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="paloaltoagent-demo-")
+    try:
+        out.write("Starting the lab: an emulated PAN-OS firewall and Sectigo Certificate "
+                  "Manager on 127.0.0.1 ...\n")
+        lab = Lab(workdir, panos_settings=PanosSettings(commit_duration=0.3)).start()
+        try:
+            config = load_config(write_workdir(lab, workdir))
+            out.write(f"  firewall {lab.panos_endpoint.url}, SCM {lab.scm_endpoint.url}\n\n")
+
+            out.write("1. Enroll every sample certificate profile (keys made on the firewall):\n")
+            results = run(config, [], RunOptions(mode="enroll"))
+            failed = [r for r in results if r.failed]
+            running = parse_inventory(lab.panos.running_tree().find("shared"))
+            rows: List[Tuple[str, ...]] = [("PROFILE", "FIREWALL OBJECT", "COMMON NAME", "KEY",
+                                            "ISSUER", "NOT AFTER")]
+            for result in results:
+                entry = running.certificates.get(result.object or "")
+                cert = entry.cert if entry else None
+                rows.append((result.profile, result.object or "-", result.common_name,
+                             certs.key_label(cert) if cert else "-",
+                             certs.issuer_cn(cert) if cert else "-",
+                             f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC" if cert else
+                             result.message))
+            _table(rows, out)
+            orders = len(lab.scm.order_log)
+            out.write(f"  SCM orders placed: {orders}; commits: "
+                      f"{len([c for c in lab.panos.commits if c.result == 'OK'])}\n\n")
+            if failed:
+                for result in failed:
+                    out.write(f"FAILED {result.profile}: {result.message}\n")
+                return 1
+
+            old = running.service_profiles.get(SEED_PROFILE, "-")
+            out.write(f"2. Force a renewal of {BOUND_PROFILE}, whose certificate "
+                      f"SSL/TLS service profile {SEED_PROFILE} uses:\n")
+            renewed = run(config, [BOUND_PROFILE], RunOptions(mode="renew", force=True))[0]
+            if renewed.failed:
+                out.write(f"FAILED {renewed.profile}: {renewed.message}\n")
+                return 1
+            after = parse_inventory(lab.panos.running_tree().find("shared"))
+            new = after.service_profiles.get(SEED_PROFILE, "-")
+            entry = after.certificates.get(new)
+            _table([("", ""),
+                    ("new object", f"{new} (key on the firewall: "
+                                   f"{'yes' if entry and entry.has_key else 'no'}, SCM id "
+                                   f"{renewed.cert_id})"),
+                    (f"{SEED_PROFILE}", f"{old} -> {new}"),
+                    ("old object", f"{old}: "
+                                   f"{'removed' if old not in after.certificates else 'kept'}")],
+                   out)
+            out.write(f"\n  SCM orders placed in total: {len(lab.scm.order_log)} "
+                      f"(one per certificate, one for the renewal)\n")
+            out.write(f"Demo finished in {time.monotonic() - started:.1f} s. Try your own "
+                      "profiles: paloaltoagent.py lab --workdir DIR (see the README).\n")
+            return 0
+        finally:
+            lab.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,507 @@
+"""The certificate lifecycle: the numbered workflow of PRODUCT.md, per firewall.
+
+For each firewall:
+
+  3. Ask the firewall what it holds (one configuration read) and decide, per certificate
+     profile, whether its certificate is missing, expired, revoked, due for renewal or no
+     longer matches the profile. If so, have the firewall generate the key pair and CSR
+     *on the device*, under the profile's object name when that name is free, otherwise under
+     a new dated name: a key is never regenerated under a name in use.
+  4. Export the CSR, order at SCM (renew by the previous certificate's id, enroll otherwise),
+     collect the issued chain (polling up to poll_timeout; a pending order waits for the next
+     run).
+  5. Record the order id the moment SCM returns it (`.ids`, then the state file), verify the
+     chain, import the CA certificates (once each) and the leaf, read the leaf back, point the
+     SSL/TLS service profiles at it, and commit this firewall once (partial, our admin only).
+     Only after that commit are superseded objects deleted, if nothing references them, in a
+     second commit.
+  6. Log every main event.
+
+Every step is resumable: the state file says how far a certificate got, so a run that is
+interrupted anywhere, followed by another run, ends with exactly one order per certificate.
+A service profile is repointed only after the new certificate and its key were read back from
+the firewall, so whatever a commit takes in, no service points at an incomplete object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+from . import certs
+from .config import CertificateProfile, Config, FirewallProfile, ScmSettings
+from .errors import AgentError, OrderRejected, PanosError, ScmError, VerificationError
+from .panos import CertificateEntry, Inventory, PanosClient
+from .scm import RENEW_REFUSED_CODES, ScmClient, make_client
+from .state import CertState, Pending, StateStore, now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    """What happened to one certificate profile in this run."""
+
+    profile: str
+    firewall: str
+    object: Optional[str] = None
+    action: str = "none"  # none | enrolled | renewed | pending | failed
+    message: str = ""
+    cert_id: Optional[str] = None
+    not_after: Optional[dt.datetime] = None
+    common_name: str = ""
+    key: str = ""
+    issuer: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.action == "failed"
+
+    def fail(self, message: str) -> None:
+        self.action, self.message = "failed", message
+
+
+@dataclass
+class RunOptions:
+    mode: str = "renew"  # "enroll": only missing certificates; "renew": everything due
+    force: bool = False
+    now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
+    sleep: Callable[[float], None] = time.sleep
+
+
+def due_reason(profile: CertificateProfile, entry: Optional[CertificateEntry],
+               now: dt.datetime, mode: str, force: bool) -> Optional[str]:
+    """Why this certificate must be replaced now, or None to leave it alone."""
+    if entry is None:
+        return "no certificate on the firewall"
+    if entry.cert is None:
+        return "the object holds no certificate (only a request)"
+    if mode == "enroll" and not force:
+        return None
+    if force:
+        return "renewal forced"
+    if entry.status == "revoked":
+        return "revoked"
+    not_after = entry.cert.not_valid_after_utc
+    if not_after <= now:
+        return f"expired on {not_after:%Y-%m-%d}"
+    if not_after - dt.timedelta(days=profile.renew_before_days) <= now:
+        return f"expires on {not_after:%Y-%m-%d}, within {profile.renew_before_days} days"
+    if certs.key_label(entry.cert) != profile.key.label:
+        return f"key changed in the profile ({certs.key_label(entry.cert)} -> " \
+               f"{profile.key.label})"
+    missing = [n for n in profile.names if not certs.covers(entry.cert, n)]
+    if missing:
+        return f"names added to the profile ({', '.join(missing)})"
+    return None
+
+
+def renewal_name(base: str, taken: Sequence[str], today: dt.date) -> str:
+    """`<base>-YYYYMMDD`, then `-2`, `-3`… on the same day: predictable and within 63
+    characters (config.py keeps `base` short enough)."""
+    stem = f"{base}-{today:%Y%m%d}"
+    lowered = {t.lower() for t in taken}
+    if stem.lower() not in lowered:
+        return stem
+    for n in range(2, 100):
+        if f"{stem}-{n}".lower() not in lowered:
+            return f"{stem}-{n}"
+    raise AgentError(f"no free object name for {base} today")
+
+
+class FirewallRun:
+    """All due certificates of one firewall, then one commit (and one cleanup commit)."""
+
+    def __init__(self, scm_settings: Optional[ScmSettings], firewall: FirewallProfile,
+                 profiles: Sequence[CertificateProfile], store: StateStore,
+                 scm: Callable[[], ScmClient], options: RunOptions) -> None:
+        self.scm_settings = scm_settings
+        self.firewall = firewall
+        self.profiles = profiles
+        self.store = store
+        self.scm = scm
+        self.options = options
+        self.panos = PanosClient(firewall, sleep=options.sleep)
+        self.inventory = Inventory()
+
+    def run(self) -> List[Result]:
+        results = {p.name: Result(p.name, self.firewall.name, common_name=p.common_name,
+                                  key=p.key.label) for p in self.profiles}
+        # Step 3: one read tells what the firewall holds.
+        try:
+            self.inventory = self.panos.read_inventory()
+        except PanosError as exc:
+            for result in results.values():
+                result.fail(str(exc))
+            return list(results.values())
+        installed: List[CertState] = []
+        for profile in self.profiles:
+            result = results[profile.name]
+            try:
+                state = self.process(profile, result)
+                if state is not None:
+                    installed.append(state)
+            except AgentError as exc:
+                result.fail(str(exc))
+                log.error("%s: %s", profile.name, exc)
+            except Exception as exc:  # one certificate's surprise must not stop the others
+                result.fail(f"unexpected error: {type(exc).__name__}: {exc}")
+                log.error("%s: unexpected error", profile.name, exc_info=True)
+        if not installed or self.commit(installed, results):
+            self.cleanup(results)
+        return list(results.values())
+
+    # -- steps 3-5 for one certificate ---------------------------------------------------
+
+    def process(self, profile: CertificateProfile, result: Result) -> Optional[CertState]:
+        """Bring one certificate as far as it can go before the commit; returns its state
+        when a new certificate is in the candidate configuration, waiting to be committed."""
+        state = self.store.load(profile.name)
+        current = state.object or profile.object_name
+        entry = self.inventory.certificates.get(current)
+        result.object = current
+        self._describe(result, entry)
+
+        if state.pending is None:
+            if state.rejected and not self.options.force:
+                raise AgentError(f"the last order ({state.rejected.get('order_id')}) "
+                                 f"{state.rejected.get('reason')}. Fix the cause, then run: "
+                                 f"paloaltoagent.py renew {profile.name} --force")
+            reason = due_reason(profile, entry, self.options.now(), self.options.mode,
+                                self.options.force)
+            if reason is None:
+                result.message = "up to date"
+                return None
+            log.info("%s: replacing the certificate on %s: %s", profile.name,
+                     self.firewall.name, reason)
+            state.rejected = None
+            state.pending = Pending("generated", self._new_object(profile),
+                                    "renew" if state.cert_id else "enroll", since=now_iso(),
+                                    replaces=current if entry is not None else None)
+            state.note("replace", reason=reason, object=state.pending.object)
+            self.store.save(state)
+        pending = state.pending
+        assert pending is not None
+        result.object = pending.object
+
+        if pending.stage == "ordering":
+            self._resume_ordering(profile, state)
+        if pending.stage == "generated":
+            self._order(profile, state, self._csr(profile, pending))
+        if pending.stage == "ordered":
+            chain = self._collect(profile, state, result)
+            if chain is None:
+                return None
+            self._install(profile, state, chain)
+        return state if pending.stage == "installed" else None
+
+    def _new_object(self, profile: CertificateProfile) -> str:
+        if profile.object_name not in self.inventory.certificates:
+            return profile.object_name
+        return renewal_name(profile.object_name, list(self.inventory.certificates),
+                            self.options.now().date())
+
+    def _csr(self, profile: CertificateProfile, pending: Pending) -> str:
+        """Have the firewall make the key pair and CSR (unless an interrupted run already
+        did, under this very name), then export the CSR."""
+        entry = self.inventory.certificates.get(pending.object)
+        if entry is None:
+            log.info("%s: generating %s key and CSR on %s as %s", profile.name,
+                     profile.key.label, self.firewall.name, pending.object)
+            self.panos.generate_csr(pending.object, profile)
+            self.inventory.certificates[pending.object] = CertificateEntry(pending.object, True)
+        elif entry.cert is not None or not entry.has_key:
+            raise AgentError(f"object {pending.object} on {self.firewall.name} holds something "
+                             "other than the agent's pending request; rename or delete it")
+        return self.panos.export_csr(pending.object)
+
+    def _resume_ordering(self, profile: CertificateProfile, state: CertState) -> None:
+        """A run stopped between sending an order and recording its id. If SCM's answer
+        reached `.ids`, carry on with it; otherwise only --force may order again."""
+        pending = state.pending
+        assert pending is not None
+        ids = self.store.read_ids(profile.name)
+        if ids and ids != pending.ids_before:
+            log.info("%s: resuming order %s recorded by an interrupted run", profile.name, ids)
+            pending.order_id, pending.stage = ids, "ordered"
+            state.note("ordered", order_id=ids, kind=pending.kind, api=pending.api,
+                       recovered=True)
+            self.store.save(state)
+            return
+        if not self.options.force:
+            raise AgentError(
+                f"a previous run was interrupted while ordering at SCM (at {pending.since}); "
+                f"an order may exist. Check SCM for an order for {profile.common_name}, then "
+                f"run: paloaltoagent.py renew {profile.name} --force to order anew")
+        log.warning("%s: ordering again after an interrupted attempt (--force)", profile.name)
+        pending.stage = "generated"
+
+    def _order(self, profile: CertificateProfile, state: CertState, csr_pem: str) -> None:
+        pending = state.pending
+        assert pending is not None
+        certs.csr_key(csr_pem)  # a CSR that does not parse fails here, before ordering
+        client = self.scm()
+        pending.api = client.api
+        pending.ids_before = self.store.read_ids(profile.name)
+        # Written before the order goes out: a crash from here until SCM's answer is recorded
+        # is noticed by the next run, which will not order again on its own.
+        pending.stage = "ordering"
+        self.store.save(state)
+        try:
+            order_id = self._send_order(client, profile, state, csr_pem)
+        except ScmError as exc:
+            if exc.placed_nothing:
+                pending.stage = "generated"
+                state.note("order refused", reason=str(exc))
+                self.store.save(state)
+            raise
+        self.store.write_ids(profile.name, order_id)
+        pending.order_id, pending.stage = order_id, "ordered"
+        state.note("ordered", order_id=order_id, kind=pending.kind, api=client.api)
+        self.store.save(state)
+
+    def _send_order(self, client: ScmClient, profile: CertificateProfile, state: CertState,
+                    csr_pem: str) -> str:
+        pending = state.pending
+        assert pending is not None
+        if pending.kind == "renew" and state.cert_id:
+            try:
+                order_id = client.renew(state.cert_id, csr_pem, profile)
+                log.info("%s: SCM renewal of %s ordered: id %s", profile.name, state.cert_id,
+                         order_id)
+                return order_id
+            except ScmError as exc:
+                if exc.code not in RENEW_REFUSED_CODES:
+                    raise
+                log.warning("%s: SCM will not renew %s (%s); enrolling instead", profile.name,
+                            state.cert_id, exc)
+                pending.kind = "enroll"
+        order_id = client.enroll(csr_pem, profile)
+        log.info("%s: SCM enrollment ordered: id %s", profile.name, order_id)
+        return order_id
+
+    def _collect(self, profile: CertificateProfile, state: CertState,
+                 result: Result) -> Optional[certs.Chain]:
+        """Collect (polling up to poll_timeout) and verify; None while SCM is processing."""
+        pending = state.pending
+        assert pending is not None and pending.order_id and self.scm_settings is not None
+        client = self.scm()
+        deadline = time.monotonic() + self.scm_settings.poll_timeout
+        while True:
+            try:
+                data = client.collect(pending.order_id)
+            except OrderRejected as exc:
+                raise self._reject(profile, state, f"was refused by SCM: {exc}") from None
+            if data is not None:
+                break
+            if time.monotonic() + self.scm_settings.poll_interval > deadline:
+                result.action = "pending"
+                result.message = (f"order {pending.order_id} is still being processed by SCM;"
+                                  " the next run collects it")
+                log.warning("%s: %s", profile.name, result.message)
+                return None
+            self.options.sleep(self.scm_settings.poll_interval)
+
+        entry = self.inventory.certificates.get(pending.object)
+        csr_key = certs.spki(entry.cert.public_key()) if entry is not None and entry.cert \
+            else certs.csr_key(self.panos.export_csr(pending.object))
+        anchors = [e.cert for e in self.inventory.certificates.values()
+                   if e.cert is not None and not e.has_key and certs.is_ca(e.cert)]
+        try:
+            chain = certs.build_chain(certs.load_certificates(data), csr_key, anchors)
+            certs.verify_issued(chain, csr_key, profile.names, self.options.now())
+        except VerificationError as exc:
+            if exc.retry:
+                raise AgentError(f"order {pending.order_id}: {exc}; collecting again next "
+                                 "run") from None
+            raise self._reject(profile, state, f"was refused before import: {exc}; nothing "
+                               "was imported") from None
+        issued = certs.validation_level(chain.leaf)
+        if issued and issued != profile.validation:
+            log.warning("%s: the profile asks for %s but SCM issued %s: check scm.profile_id",
+                        profile.name, profile.validation, issued)
+        log.info("%s: collected %s (expires %s), chain verified", profile.name,
+                 pending.order_id, f"{chain.leaf.not_valid_after_utc:%Y-%m-%d}")
+        return chain
+
+    def _reject(self, profile: CertificateProfile, state: CertState, reason: str) -> AgentError:
+        """An order that will never give a usable certificate: keep it on record for
+        investigation, clean up its unused request object, and wait for --force."""
+        pending = state.pending
+        assert pending is not None
+        state.rejected = {"order_id": pending.order_id, "reason": reason, "time": now_iso()}
+        if pending.object != state.object and pending.object not in state.superseded:
+            state.superseded.append(pending.object)
+        state.note("rejected", order_id=pending.order_id, reason=reason)
+        state.pending = None
+        self.store.save(state)
+        return AgentError(f"order {pending.order_id} {reason}. Fix the cause (in SCM or the "
+                          f"profile), then run: paloaltoagent.py renew {profile.name} --force")
+
+    def _install(self, profile: CertificateProfile, state: CertState,
+                 chain: certs.Chain) -> None:
+        pending = state.pending
+        assert pending is not None
+        known = self.inventory.ca_by_fingerprint()
+        for ca in chain.cas:
+            if certs.fingerprint(ca) in known:
+                continue
+            name = certs.ca_object_name(ca)
+            log.info("%s: importing CA certificate %s", profile.name, name)
+            self.panos.import_certificate(name, certs.pem(ca))
+            self.inventory.certificates[name] = CertificateEntry(name, False, cert=ca)
+            known[certs.fingerprint(ca)] = name
+        current = self.inventory.certificates.get(pending.object)
+        if current is None or current.cert != chain.leaf:
+            log.info("%s: importing the certificate into %s", profile.name, pending.object)
+            self.panos.import_certificate(pending.object, certs.pem(chain.leaf))
+        # Verify after import: the firewall must hold this certificate with its own key.
+        back = self.panos.read_certificate(pending.object)
+        if back is None or back.cert != chain.leaf or not back.has_key:
+            raise AgentError(f"{pending.object} on {self.firewall.name} does not hold the "
+                             "imported certificate with its private key; no service was "
+                             "pointed at it")
+        self.inventory.certificates[pending.object] = back
+        old = pending.replaces
+        targets = list(profile.ssl_tls_service_profiles)
+        if old and old != pending.object:
+            targets += [p for p, c in self.inventory.service_profiles.items() if c == old]
+        for service in dict.fromkeys(targets):
+            if self.inventory.service_profiles.get(service) == pending.object:
+                continue
+            if service in self.inventory.service_profiles:
+                log.info("%s: pointing SSL/TLS service profile %s at %s", profile.name,
+                         service, pending.object)
+                self.panos.set_service_certificate(service, pending.object)
+            else:
+                log.info("%s: creating SSL/TLS service profile %s for %s", profile.name,
+                         service, pending.object)
+                self.panos.create_service_profile(service, pending.object)
+            self.inventory.service_profiles[service] = pending.object
+        pending.stage = "installed"
+        state.note("imported", object=pending.object, order_id=pending.order_id)
+        self.store.save(state)
+
+    # -- step 5: commit, then clean up ----------------------------------------------------
+
+    def _commit(self) -> None:
+        job = self.panos.commit()
+        if job is None:
+            log.info("%s: nothing left to commit", self.firewall.name)
+            return
+        log.info("%s: commit job %s started", self.firewall.name, job)
+        self.panos.wait_job(job)
+        log.info("%s: commit job %s succeeded", self.firewall.name, job)
+
+    def commit(self, installed: List[CertState], results: Dict[str, Result]) -> bool:
+        try:
+            self._commit()
+        except PanosError as exc:
+            for state in installed:
+                results[state.profile].fail(f"imported but not committed (the next run "
+                                            f"commits again): {exc}")
+            log.error("%s: commit failed: %s", self.firewall.name, exc)
+            return False
+        for state in installed:
+            pending = state.pending
+            assert pending is not None and pending.order_id
+            result = results[state.profile]
+            old = pending.replaces
+            if old and old != pending.object and old not in state.superseded:
+                state.superseded.append(old)
+            result.action = "renewed" if state.cert_id else "enrolled"
+            state.object, state.cert_id, state.api = pending.object, pending.order_id, \
+                pending.api
+            state.pending = None
+            state.note("committed", object=state.object, cert_id=state.cert_id)
+            self.store.write_ids(state.profile, pending.order_id)
+            self.store.save(state)
+            result.object, result.cert_id = state.object, state.cert_id
+            self._describe(result, self.inventory.certificates.get(state.object))
+            result.message = f"installed as {state.object}"
+        return True
+
+    def cleanup(self, results: Dict[str, Result]) -> None:
+        """Delete superseded objects that nothing references (the firewall would refuse with
+        code 10 otherwise). Names stay in the state until the cleanup commit succeeded, so a
+        delete left uncommitted by an interrupted run is committed by the next one."""
+        touched: List[CertState] = []
+        for profile in self.profiles:
+            state = self.store.load(profile.name)
+            if not state.superseded:
+                continue
+            needs_commit = False
+            for name in state.superseded:
+                if name not in self.inventory.certificates:
+                    needs_commit = True  # deleted in the candidate, perhaps not yet committed
+                    continue
+                users = self.inventory.references(name)
+                if users:
+                    log.info("%s: keeping old %s, still used by %s", profile.name, name,
+                             ", ".join(users))
+                    continue
+                try:
+                    self.panos.delete_certificate(name)
+                except PanosError as exc:
+                    log.warning("%s: keeping old %s: %s", profile.name, name, exc)
+                    continue
+                self.inventory.certificates.pop(name, None)
+                needs_commit = True
+            if needs_commit:
+                touched.append(state)
+        if not touched:
+            return
+        try:
+            self._commit()
+        except PanosError as exc:
+            log.error("%s: cleanup commit failed: %s", self.firewall.name, exc)
+            for state in touched:
+                result = results[state.profile]
+                if not result.failed:
+                    result.fail(f"removing the old object was not committed (the next run "
+                                f"tries again): {exc}")
+            return
+        for state in touched:
+            for name in [n for n in state.superseded if n not in self.inventory.certificates]:
+                log.info("%s: removed superseded %s", state.profile, name)
+                state.note("removed", object=name)
+                state.superseded.remove(name)
+            self.store.save(state)
+
+    def _describe(self, result: Result, entry: Optional[CertificateEntry]) -> None:
+        if entry is not None and entry.cert is not None:
+            result.not_after = entry.cert.not_valid_after_utc
+            result.issuer = certs.issuer_cn(entry.cert)
+            result.key = certs.key_label(entry.cert)
+            result.common_name = certs.subject_cn(entry.cert)
+
+
+def run(config: Config, names: Sequence[str], options: RunOptions) -> List[Result]:
+    """Steps 2-6 for the selected certificate profiles (all when `names` is empty)."""
+    profiles = [config.certificates[n] for n in names] if names else \
+        list(config.certificates.values())
+    store = StateStore(config.state_dir)
+    store.ensure_writable()
+    client: List[ScmClient] = []
+
+    def scm() -> ScmClient:
+        # Made on first use: a run with nothing due sends SCM nothing at all.
+        if not client:
+            assert config.scm is not None
+            client.append(make_client(config.scm))
+        return client[0]
+
+    by_firewall: Dict[str, List[CertificateProfile]] = {}
+    for profile in profiles:
+        by_firewall.setdefault(profile.firewall, []).append(profile)
+    results: List[Result] = []
+    for firewall_name, members in by_firewall.items():
+        firewall = config.firewalls[firewall_name]
+        if not firewall.tls.verify and not firewall.tls.fingerprint:
+            log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
+                        "connection can be intercepted", firewall.name)
+        results.extend(FirewallRun(config.scm, firewall, members, store, scm, options).run())
+    return results

@@ -1,0 +1,124 @@
+"""The agent as a process: help, configuration discovery, the EULA, cron-style runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from conftest import AGENT_DIR
+
+AGENT = os.path.join(AGENT_DIR, "paloaltoagent.py")
+
+
+def agent(*args: str, env: Optional[Dict[str, str]] = None,
+          stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, AGENT, *args], capture_output=True, text=True,
+                          timeout=180, env=env, stdin=stdin)
+
+
+def in_pty(args: List[str], answer: Optional[bytes]) -> Tuple[int, str]:
+    """Run the agent on a terminal; answer the EULA question when it comes."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, AGENT, *args], stdin=slave, stdout=slave,
+                               stderr=slave, close_fds=True)
+    os.close(slave)
+    output = b""
+    answered = False
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not answered and answer is not None and b"[yes/no]" in output:
+            os.write(master, answer)
+            answered = True
+        if process.poll() is not None and not ready:
+            break
+    code = process.wait(timeout=30)
+    os.close(master)
+    return code, output.decode("utf-8", "replace")
+
+
+def test_help_has_examples_and_a_crontab_line() -> None:
+    result = agent("--help")
+    assert result.returncode == 0
+    assert "crontab" in result.stdout and "renew" in result.stdout and "-a renew" in \
+        result.stdout
+    version = agent("--version")
+    assert version.returncode == 0 and version.stdout.startswith("paloaltoagent.py ")
+
+
+def test_default_config_is_next_to_the_script(tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "sectigo_pycert_config"}
+    result = agent("renew", "--accept-eula", env=env)
+    assert result.returncode == 2
+    assert os.path.join(AGENT_DIR, "profiles") in result.stderr
+
+
+def test_env_variable_config_enrolls_every_sample_profile(work: Any) -> None:
+    env = dict(os.environ, sectigo_pycert_config=work.config)
+    result = agent("enroll", "--accept-eula", env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(work.orders()) == 3
+    assert sorted(o["common_name"] for o in work.orders()) == [
+        "intranet.example.com", "portal.example.com", "shop.example.com"]
+    log_file = os.path.join(work.root, "logs", "paloaltoagent.log")
+    text = open(log_file).read()
+    assert "SCM enrollment ordered" in text and "commit job" in text
+
+
+def test_without_terminal_and_without_acceptance_exit_3_and_nothing_sent(work: Any) -> None:
+    result = agent("enroll", "--config", work.config)
+    assert result.returncode == 3
+    assert "--accept-eula" in result.stderr
+    assert work.panos_requests() == [] and work.scm_requests() == []
+    assert not os.path.exists(os.path.join(work.state, "eula-accepted.json"))
+
+
+def test_accept_eula_flag_is_recorded_with_the_version(work: Any) -> None:
+    first = agent("enroll", "--config", work.config, "--accept-eula")
+    assert first.returncode == 0, first.stderr
+    record = json.load(open(os.path.join(work.state, "eula-accepted.json")))
+    assert record["version"] == "1.0.1" and record["how"] == "--accept-eula"
+    again = agent("renew", "--config", work.config)  # no flag, no terminal: already accepted
+    assert again.returncode == 0, again.stderr
+
+
+def test_interactive_acceptance(work: Any) -> None:
+    code, output = in_pty(["enroll", "--config", work.config], b"yes\n")
+    assert code == 0, output
+    assert "End-User Licence Agreement" in output and "Do you accept" in output
+    record = json.load(open(os.path.join(work.state, "eula-accepted.json")))
+    assert record["how"] == "interactive"
+    assert len(work.orders()) == 3
+
+
+def test_interactive_refusal_exits_3_and_sends_nothing(work: Any) -> None:
+    code, output = in_pty(["enroll", "--config", work.config], b"no\n")
+    assert code == 3, output
+    assert "not accepted" in output
+    assert work.panos_requests() == [] and work.scm_requests() == []
+    assert not os.path.exists(os.path.join(work.state, "eula-accepted.json"))
+
+
+def test_demo_runs_offline_and_shows_the_renewal() -> None:
+    started = time.monotonic()
+    result = agent("demo")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30
+    out = result.stdout
+    for text in ("portal-dv-rsa2048", "intranet-ov-p384", "shop-ev-rsa4096", "RSA-4096",
+                 "ECDSA-P384", "Lab Sectigo", "GP-Portal-TLS", "removed"):
+        assert text in out, text

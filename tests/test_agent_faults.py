@@ -1,0 +1,316 @@
+"""The agent under faults and interruptions: the lab's switches, injected crashes, reruns.
+
+Each case ends with the promises checked: one order per certificate in the lab's order log,
+the certificate installed and committed, nothing left behind, the exit code telling the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from typing import Any, Optional
+
+import pytest
+from cryptography import x509
+
+from conftest import edit_yaml
+from connector import panos as panos_client
+from connector.config import load_config
+from connector.scm import make_client
+from connector.state import StateStore
+from lab.server import FaultRule
+
+SHARED = "shared/certificate/entry"
+
+
+@pytest.fixture()
+def one(work: Any) -> Any:
+    """A lab workdir with a single DV certificate profile, bound to a service profile."""
+    work.remove_sample_profiles()
+    work.profile("site", ssl_tls_service_profiles=["Site-TLS"],
+                 subject_alt_names=["www.site.example.com"])
+    return work
+
+
+def entry(work: Any, name: str, tree: str = "running") -> Optional[ET.Element]:
+    root = work.running() if tree == "running" else work.lab.panos.candidate_tree()
+    return next((e for e in root.findall(SHARED) if e.get("name") == name), None)
+
+
+def installed(work: Any, profile: str = "site") -> x509.Certificate:
+    state = work.state_of(profile)
+    assert state["pending"] is None, state["pending"]
+    node = entry(work, state["object"])
+    assert node is not None and node.find("private-key") is not None
+    target = next(p.findtext("certificate") for p in work.running().findall(
+        "shared/ssl-tls-service-profile/entry") if p.get("name") == "Site-TLS")
+    assert target == state["object"]
+    return x509.load_pem_x509_certificate(node.findtext("public-key").encode())
+
+
+def objects(work: Any) -> list:
+    return sorted(e.get("name") for e in work.lab.panos.candidate_tree().findall(SHARED)
+                  if e.find("private-key") is not None)
+
+
+class Crash(BaseException):
+    """Stands for the process being killed: no `except Exception` catches it."""
+
+
+def test_scm_unreachable_when_ordering_places_nothing_and_the_next_run_orders(one: Any) -> None:
+    creds = os.path.join(one.profiles, "sectigo_credentials.yaml")
+    good = one.lab.info()["scm"]["enrollment_url"]
+    edit_yaml(creds, "ENROLLMENT_API_1", scm_url="https://127.0.0.1:9/api/v1")
+    code, out = one.run("enroll")
+    assert code == 1 and "connection failed" in out
+    assert one.state_of("site")["pending"]["stage"] == "generated"
+    edit_yaml(creds, "ENROLLMENT_API_1", scm_url=good)
+    assert one.run("enroll")[0] == 0
+    assert len(one.orders()) == 1
+    installed(one)
+    assert objects(one) == ["gp-portal-selfsigned", "site"]  # the first CSR was reused
+
+
+def test_connection_lost_after_sending_an_order_is_never_reordered_silently(one: Any) -> None:
+    one.lab.scm_endpoint.faults.add(FaultRule(kind="drop", match="POST /api/v1/certificates"))
+    code, out = one.run("enroll")
+    assert code == 1
+    assert one.state_of("site")["pending"]["stage"] == "ordering"
+    code, out = one.run("enroll")
+    assert code == 1 and "interrupted while ordering" in out and "--force" in out
+    assert len(one.orders()) == 0
+    code, out = one.run("renew", "site", "--force")
+    assert code == 0, out
+    assert len(one.orders()) == 1
+    installed(one)
+
+
+def test_crash_after_scm_answered_resumes_from_the_ids_file(one: Any, monkeypatch: Any) -> None:
+    real_save = StateStore.save
+
+    def save(self: StateStore, state: Any) -> None:
+        if state.pending is not None and state.pending.stage == "ordered":
+            raise Crash()  # killed after .ids was written, before the state file
+        real_save(self, state)
+
+    monkeypatch.setattr(StateStore, "save", save)
+    with pytest.raises(Crash):
+        one.run("enroll")
+    monkeypatch.setattr(StateStore, "save", real_save)
+    assert one.state_of("site")["pending"]["stage"] == "ordering"
+    code, out = one.run("enroll")
+    assert code == 0, out
+    assert len(one.orders()) == 1
+    installed(one)
+
+
+def test_commit_fail_then_the_next_run_commits_without_ordering(one: Any) -> None:
+    one.lab.panos.settings.commit_fail = 1
+    code, out = one.run("enroll")
+    assert code == 1 and "Commit failed" in out
+    assert one.state_of("site")["pending"]["stage"] == "installed"
+    assert entry(one, "site") is None
+    code, out = one.run("enroll")
+    assert code == 0, out
+    assert len(one.orders()) == 1
+    installed(one)
+
+
+def test_commit_busy_is_retried(one: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(panos_client, "BUSY_WAIT", 0.05)
+    one.lab.panos.settings.commit_busy = 2
+    code, out = one.run("enroll")
+    assert code == 0, out
+    assert [e.get("code") for e in one.commits()][:3] == ["13", "13", "19"]
+    installed(one)
+
+
+def test_commit_that_never_finishes_is_bounded_and_the_next_run_completes(one: Any) -> None:
+    edit_yaml(os.path.join(one.profiles, "fw_paloalto_config.yaml"), "lab-fw-01",
+              commit_timeout=1)
+    one.lab.panos.settings.commit_hang = 1
+    code, out = one.run("enroll")
+    assert code == 1 and "did not finish" in out
+    one.lab.panos.control("finish_jobs", {})
+    code, out = one.run("enroll")
+    assert code == 0, out
+    assert len(one.orders()) == 1
+    installed(one)
+
+
+def test_scm_429_with_retry_after_is_waited_out(one: Any) -> None:
+    one.lab.scm_endpoint.faults.add(FaultRule(kind="status", status=429, retry_after=1,
+                                              count=2, match="POST /api/v1/certificates"))
+    code, out = one.run("enroll")
+    assert code == 0, out
+    enrolls = [e for e in one.scm_requests() if e["summary"] == "POST /api/v1/certificates"]
+    # Faults come before authentication: twice 429, then the 401 that leads to a token.
+    assert [e["status"] for e in enrolls] == [429, 429, 401, 200]
+    assert len(one.orders()) == 1
+
+
+def test_token_expired_at_scm_is_refreshed_once(one: Any) -> None:
+    config = load_config(one.config)
+    client = make_client(config.scm)
+    profile = config.certificates["site"]
+    from lab import pki
+    from cryptography.hazmat.primitives import hashes, serialization
+    key = pki.generate_key("EC", 256)
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, "site.example.com")])).sign(
+        key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    order = client.enroll(csr, profile)
+    one.lab.scm.control("expire_tokens", {})
+    assert client.collect(order) is not None
+    statuses = [e["status"] for e in one.scm_requests() if "/certificates/" in e["summary"]]
+    assert statuses == [401, 200]
+
+
+def test_declined_order_is_reported_cleaned_up_and_reordered_only_with_force(one: Any) -> None:
+    one.lab.scm.settings.decline_next = 1
+    code, out = one.run("enroll")
+    assert code == 1 and "refused by SCM" in out and "-1112" in out
+    assert one.run("enroll")[0] == 1  # no new order without --force
+    assert len(one.orders()) == 1
+    code, out = one.run("renew", "site", "--force")
+    assert code == 0, out
+    assert len(one.orders()) == 2
+    installed(one)
+    state = one.state_of("site")
+    # The declined order's request object was removed, so the name was free again.
+    assert state["object"] == "site" and state["superseded"] == []
+    assert objects(one) == ["gp-portal-selfsigned", "site"]
+    assert [h["event"] for h in state["history"]].count("removed") == 1
+
+
+@pytest.mark.parametrize("defect,words", [("wrong_key", "does not carry the key"),
+                                          ("missing_names", "does not cover"),
+                                          ("broken_chain", "signature"),
+                                          ("expired", "expired")])
+def test_defective_certificate_is_refused_before_import(one: Any, defect: str,
+                                                        words: str) -> None:
+    one.lab.scm.settings.bad_issuance = defect
+    one.lab.scm.settings.bad_issuance_count = 1
+    code, out = one.run("enroll")
+    assert code == 1 and words in out and "nothing was imported" in out
+    assert entry(one, "site", "candidate") is None or \
+        entry(one, "site", "candidate").find("public-key") is None
+    state = one.state_of("site")
+    assert state["rejected"]["order_id"] and state["pending"] is None
+    assert len(one.orders()) == 1
+
+
+def test_not_yet_valid_waits_for_the_next_run_without_reordering(one: Any) -> None:
+    one.lab.scm.settings.bad_issuance = "not_yet_valid"
+    one.lab.scm.settings.bad_issuance_count = 1
+    code, out = one.run("enroll")
+    assert code == 1 and "not valid before" in out
+    assert one.state_of("site")["pending"]["stage"] == "ordered"
+    assert one.run("enroll")[0] == 1
+    assert len(one.orders()) == 1
+
+
+def test_old_object_still_referenced_elsewhere_is_kept_until_released(one: Any) -> None:
+    assert one.run("enroll")[0] == 0
+    one.lab.panos.seed("/config/shared/certificate-profile",
+                       "<entry name='Clients'><CA><entry name='site'/></CA></entry>")
+    code, out = one.run("renew", "--force")
+    assert code == 0, out
+    new = one.state_of("site")["object"]
+    assert new != "site" and entry(one, "site") is not None
+    assert one.state_of("site")["superseded"] == ["site"]
+    for tree in one.lab.panos.store.direct():
+        parent = tree.find("shared/certificate-profile")
+        parent.remove(parent.find("entry"))
+    assert one.run("renew")[0] == 0
+    assert entry(one, "site") is None and one.state_of("site")["superseded"] == []
+
+
+def test_failed_cleanup_commit_is_completed_by_the_next_run(one: Any) -> None:
+    assert one.run("enroll")[0] == 0
+    orders = len(one.orders())
+    one.lab.panos.settings.commit_fail = 0
+    real_commit = panos_client.PanosClient.commit
+    calls = []
+
+    def commit(self: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Crash()  # killed before the cleanup commit
+        return real_commit(self)
+
+    panos_client.PanosClient.commit = commit
+    try:
+        with pytest.raises(Crash):
+            one.run("renew", "--force")
+    finally:
+        panos_client.PanosClient.commit = real_commit
+    assert entry(one, "site") is not None  # deleted in the candidate only
+    assert one.state_of("site")["superseded"] == ["site"]
+    assert one.run("renew")[0] == 0
+    assert entry(one, "site") is None and one.state_of("site")["superseded"] == []
+    assert len(one.orders()) == orders + 1
+
+
+def test_stale_api_key_is_replaced_by_keygen_once(one: Any) -> None:
+    fw = os.path.join(one.profiles, "fw_paloalto_config.yaml")
+    edit_yaml(fw, "lab-fw-01", api_key=one.lab.panos_api_key())
+    one.lab.panos.control("expire_api_keys", {})
+    code, out = one.run("enroll")
+    assert code == 0, out
+    keygens = [e for e in one.panos_requests() if e.get("type") == "keygen"]
+    assert len(keygens) == 1
+    installed(one)
+
+
+def test_api_key_only_firewall_profile(one: Any) -> None:
+    fw = os.path.join(one.profiles, "fw_paloalto_config.yaml")
+    edit_yaml(fw, "lab-fw-01", api_key=one.lab.panos_api_key(), username=None, password=None)
+    assert one.run("enroll")[0] == 0
+    assert not [e for e in one.panos_requests() if e.get("type") == "keygen"]
+    installed(one)
+
+
+def test_unreachable_firewall_fails_only_its_certificates(one: Any) -> None:
+    fw = os.path.join(one.profiles, "fw_paloalto_config.yaml")
+    with open(fw, "a") as handle:
+        handle.write("dead-fw:\n  url: https://127.0.0.1:9\n  api_key: LUFRPTx\n"
+                     "  admin: certbot\n  timeout: 2\n")
+    one.profile("other", firewall="dead-fw")
+    code, out = one.run("enroll")
+    assert code == 1
+    assert "dead-fw" in out and "connection failed" in out
+    installed(one)
+    assert [o["common_name"] for o in one.orders()] == ["site.example.com"]
+
+
+def test_vsys_certificate_store(one: Any) -> None:
+    edit_yaml(os.path.join(one.profiles, "fw_paloalto_config.yaml"), "lab-fw-01",
+              vsys="vsys1")
+    code, out = one.run("enroll")
+    assert code == 0, out
+    vsys = one.running().find("devices/entry/vsys/entry")
+    names = [e.get("name") for e in vsys.findall("certificate/entry")]
+    assert "site" in names
+    assert vsys.find("ssl-tls-service-profile/entry[@name='Site-TLS']/certificate").text == \
+        "site"
+    assert entry(one, "site") is None  # not in shared
+
+
+def test_classic_api_pending_across_runs_then_renew_by_id(classic_work: Any) -> None:
+    work = classic_work
+    work.remove_sample_profiles()
+    work.profile("site", ssl_tls_service_profiles=["Site-TLS"])
+    work.lab.scm.settings.pending_polls = 3
+    work.edit_config("scm", poll_timeout=0)
+    assert work.run("enroll")[0] == 0
+    assert work.state_of("site")["pending"]["stage"] == "ordered"
+    work.edit_config("scm", poll_timeout=30, poll_interval=0.05)
+    assert work.run("enroll")[0] == 0
+    first = installed(work)
+    work.lab.scm.settings.pending_polls = 0
+    code, out = work.run("renew", "--force")
+    assert code == 0, out
+    assert [o["op"] for o in work.orders()] == ["enroll", "renew"]
+    assert any("/renewById/" in e["summary"] for e in work.scm_requests())
+    assert installed(work) != first
