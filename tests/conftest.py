@@ -205,3 +205,21 @@ def edit_yaml(path: str, label: Optional[str] = None, **values: Any) -> None:
     with open(path, "w") as handle:
         yaml.safe_dump(data, handle, sort_keys=False)
     os.chmod(path, mode)
+
+
+@pytest.fixture()
+def fleet(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy) -> Any:
+    """Two firewalls, one certificate profile on each (site1 on lab-fw-01, site2 on
+    lab-fw-02)."""
+    from lab.lab import Lab
+    from lab.panos import PanosSettings
+    from lab.workdir import write_workdir
+    instance = Lab(str(tmp_path / "fleet"), tls=tls_pki, hierarchy=scm_pki, firewalls=2,
+                   panos_settings=PanosSettings(commit_duration=0.1)).start()
+    work = Workdir(instance, write_workdir(instance, instance.workdir))
+    work.remove_sample_profiles()
+    work.profile("site1", firewall="lab-fw-01")
+    work.profile("site2", firewall="lab-fw-02")
+    yield work
+    instance.stop()
+    assert instance.internal_errors == 0, "the lab hit an internal error"

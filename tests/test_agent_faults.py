@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import pytest
 from cryptography import x509
@@ -71,18 +71,55 @@ def test_scm_unreachable_when_ordering_places_nothing_and_the_next_run_orders(on
     assert objects(one) == ["gp-portal-selfsigned", "site"]  # the first CSR was reused
 
 
-def test_connection_lost_after_sending_an_order_is_never_reordered_silently(one: Any) -> None:
-    one.lab.scm_endpoint.faults.add(FaultRule(kind="drop", match="POST /api/v1/certificates"))
+def without_lookup(work: Any) -> None:
+    """An Enrollment-API-only configuration: no classic credentials to search orders with."""
+    import yaml
+    with open(work.config) as handle:
+        data = yaml.safe_load(handle)
+    data["scm"].pop("lookup_label")
+    with open(work.config, "w") as handle:
+        yaml.safe_dump(data, handle)
+
+
+@pytest.mark.parametrize("kind,placed", [("drop", 0), ("lose", 1)])
+def test_lost_order_answer_without_lookup_is_never_reordered_silently(one: Any, kind: str,
+                                                                      placed: int) -> None:
+    without_lookup(one)
+    # skip=1: the first POST is answered 401 (no token yet); the second one is the order.
+    one.lab.scm_endpoint.faults.add(FaultRule(kind=kind, match="POST /api/v1/certificates",
+                                              skip=1))
     code, out = one.run("enroll")
     assert code == 1
     assert one.state_of("site")["pending"]["stage"] == "ordering"
+    assert len(one.orders()) == placed
     code, out = one.run("enroll")
     assert code == 1 and "interrupted while ordering" in out and "--force" in out
-    assert len(one.orders()) == 0
+    assert len(one.orders()) == placed
     code, out = one.run("renew", "site", "--force")
     assert code == 0, out
-    assert len(one.orders()) == 1
+    assert len(one.orders()) == placed + 1
     installed(one)
+
+
+@pytest.mark.parametrize("api", ["enrollment", "classic"])
+@pytest.mark.parametrize("kind", ["drop", "lose"])
+def test_lost_order_answer_is_resolved_by_looking_the_order_up(api: str, kind: str,
+                                                              request: Any) -> None:
+    """With classic credentials to search with, the next run finds the order the lost answer
+    would have named (or that none was placed) and ends with exactly one order."""
+    work = request.getfixturevalue("work" if api == "enrollment" else "classic_work")
+    work.remove_sample_profiles()
+    work.profile("site", ssl_tls_service_profiles=["Site-TLS"])
+    match = "POST /api/v1/certificates" if api == "enrollment" else "POST /api/ssl/v1/enroll"
+    work.lab.scm_endpoint.faults.add(FaultRule(kind=kind, match=match,
+                                               skip=1 if api == "enrollment" else 0))
+    assert work.run("enroll")[0] == 1
+    code, out = work.run("enroll")
+    assert code == 0, out
+    assert len(work.orders()) == 1
+    installed(work)
+    events = [h for h in work.state_of("site")["history"] if h["event"] == "ordered"]
+    assert events[-1].get("recovered") == ("found at SCM" if kind == "lose" else None)
 
 
 def test_crash_after_scm_answered_resumes_from_the_ids_file(one: Any, monkeypatch: Any) -> None:
@@ -314,3 +351,91 @@ def test_classic_api_pending_across_runs_then_renew_by_id(classic_work: Any) -> 
     assert [o["op"] for o in work.orders()] == ["enroll", "renew"]
     assert any("/renewById/" in e["summary"] for e in work.scm_requests())
     assert installed(work) != first
+
+
+# --- a fleet: a fault on one firewall or at SCM leaves the others unaffected -----------------
+
+def failed_lines(capsys: Any) -> List[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "FAILED" in line]
+
+
+def cert_on(work: Any, firewall: int, name: str) -> Optional[ET.Element]:
+    tree = work.lab.firewalls[firewall].running_tree()
+    return next((e for e in tree.findall(SHARED) if e.get("name") == name
+                 and e.find("public-key") is not None), None)
+
+
+def test_firewall_timeout_fails_only_that_firewall(fleet: Any, capsys: Any) -> None:
+    edit_yaml(os.path.join(fleet.profiles, "fw_paloalto_config.yaml"), "lab-fw-01", timeout=1)
+    fleet.lab.firewalls[0].settings.latency = 1.5
+    capsys.readouterr()
+    code, out = fleet.run("enroll")
+    lines = failed_lines(capsys)
+    assert code == 1 and len(lines) == 1 and "site1" in lines[0] and "in time" in lines[0]
+    assert cert_on(fleet, 1, "site2") is not None
+    fleet.lab.firewalls[0].settings.latency = 0
+    assert fleet.run("enroll")[0] == 0
+    assert cert_on(fleet, 0, "site1") is not None
+    assert len(fleet.orders()) == 2
+
+
+def test_connection_reset_on_a_firewall_write_is_not_repeated_blindly(fleet: Any,
+                                                                      capsys: Any) -> None:
+    fleet.lab.panos_endpoints[0].faults.add(FaultRule(kind="drop", match="generate"))
+    code, _ = fleet.run("enroll")
+    lines = failed_lines(capsys)
+    assert code == 1 and len(lines) == 1 and "site1" in lines[0]
+    port = fleet.lab.panos_endpoints[0].port
+    generates = [e for e in fleet.panos_requests()
+                 if e["port"] == port and "generate" in e["summary"]]
+    assert len(generates) == 1  # a write is not retried after sending
+    assert cert_on(fleet, 1, "site2") is not None
+    assert fleet.run("enroll")[0] == 0
+    assert cert_on(fleet, 0, "site1") is not None and len(fleet.orders()) == 2
+
+
+def test_scm_5xx_on_collect_is_retried(fleet: Any) -> None:
+    fleet.lab.scm_endpoint.faults.add(FaultRule(kind="status", status=503, count=2,
+                                                match="GET /api/v1/certificates/"))
+    fleet.lab.scm_endpoint.faults.add(FaultRule(kind="status", status=502, count=1,
+                                                match="GET /api/v1/certificates/"))
+    code, out = fleet.run("enroll")
+    assert code == 0, out
+    assert len(fleet.orders()) == 2
+
+
+def test_scm_500_on_an_order_is_ambiguous_and_resolved_without_a_second_order(
+        fleet: Any, capsys: Any) -> None:
+    fleet.lab.scm_endpoint.faults.add(FaultRule(kind="status", status=500, count=1,
+                                                skip=1, match="POST /api/v1/certificates"))
+    code, _ = fleet.run("enroll")
+    lines = failed_lines(capsys)
+    assert code == 1 and len(lines) == 1 and "HTTP 500" in lines[0]
+    failed = "site1" if "site1" in lines[0] else "site2"
+    assert fleet.state_of(failed)["pending"]["stage"] == "ordering"
+    assert fleet.run("enroll")[0] == 0
+    assert len(fleet.orders()) == 2
+
+
+def test_scm_timeout_on_download_is_retried(fleet: Any) -> None:
+    fleet.edit_config("scm", timeout=1)
+    fleet.lab.scm_endpoint.faults.add(FaultRule(kind="delay", seconds=1.5, count=1,
+                                                match="GET /api/v1/certificates/"))
+    code, out = fleet.run("enroll")
+    assert code == 0, out
+    assert len(fleet.orders()) == 2
+
+
+def test_certificate_revoked_at_scm_before_collection(fleet: Any, capsys: Any) -> None:
+    fleet.lab.scm.settings.pending_polls = 1
+    fleet.edit_config("scm", poll_timeout=0)
+    assert fleet.run("enroll")[0] == 0  # both pending
+    order = int(fleet.state_of("site1")["pending"]["order_id"])
+    fleet.lab.scm.control("issue_now", {"id": order})
+    fleet.lab.scm.control("revoke", {"id": order})
+    capsys.readouterr()
+    code, _ = fleet.run("enroll")
+    lines = failed_lines(capsys)
+    assert code == 1 and len(lines) == 1 and "-110" in lines[0]
+    assert cert_on(fleet, 1, "site2") is not None
+    assert fleet.state_of("site1")["rejected"]["order_id"] == str(order)

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--scm-port", type=int, default=0, help="SCM port (0: any free)")
     lab.add_argument("--api", choices=["enrollment", "classic"], default="enrollment",
                      help="which SCM API the written config uses")
+    lab.add_argument("--firewalls", type=int, default=1, metavar="N",
+                     help="emulated firewalls (each on its own port; default 1)")
     lab.add_argument("--set", action="append", default=[], metavar="SERVICE.NAME=VALUE",
                      help="a lab setting, e.g. panos.commit_duration=5, scm.pending_polls=2")
     lab.add_argument("--fault", action="append", default=[], metavar="SERVICE:RULE",
@@ -181,8 +183,9 @@ def load(args: argparse.Namespace) -> "Config":
 
 def cmd_certificates(args: argparse.Namespace, out: TextIO) -> int:
     from . import eula, logs
-    from .errors import ConfigError, EulaNotAccepted
+    from .errors import AgentError, ConfigError, EulaNotAccepted
     from .lifecycle import RunOptions, run
+    from .state import StateStore
 
     redact = logs.setup("INFO", stderr_level(args))
     try:
@@ -196,6 +199,7 @@ def cmd_certificates(args: argparse.Namespace, out: TextIO) -> int:
                redact)
     log = logging.getLogger("paloaltoagent")
     try:
+        StateStore(config.state_dir).ensure_writable()
         eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin, out)
     except EulaNotAccepted as exc:
         log.error("%s", exc)
@@ -215,6 +219,9 @@ def cmd_certificates(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    except AgentError as exc:  # another run holds the lock
+        log.error("%s", exc)
+        return EXIT_FAILED
     print_results(results, out, redact.redact)
     failed = [r for r in results if r.failed]
     for result in failed:
@@ -277,7 +284,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return serve(args.workdir, args.host, args.panos_port, args.scm_port, args.set,
-                     args.fault, args.api)
+                     args.fault, args.api, firewalls=args.firewalls)
     except ValueError as exc:
         print(f"paloaltoagent: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -181,6 +181,9 @@ class ScmSettings:
     timeout: float = 30.0
     poll_interval: float = 10.0
     poll_timeout: float = 120.0
+    # Classic-API credentials used only to find an order an interrupted run placed but never
+    # recorded (the Enrollment API cannot list orders); the main ones when they are classic.
+    lookup: Optional[ScmCredentials] = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,9 @@ class Config:
         for fw in self.firewalls.values():
             values += [fw.api_key, fw.password]
         if self.scm:
-            values += [self.scm.credentials.client_secret, self.scm.credentials.password]
+            for creds in (self.scm.credentials, self.scm.lookup):
+                if creds is not None:
+                    values += [creds.client_secret, creds.password]
         return [v.reveal() for v in values if v]
 
 
@@ -478,8 +483,8 @@ def https_url(fields: Fields, key: str, required: bool = True) -> Any:
 # --- the files --------------------------------------------------------------------------------
 
 CONFIG_FIELDS = ("profiles_dir", "state_dir", "scm", "logging", "encryption", "renewal")
-SCM_FIELDS = ("credentials_file", "credentials_label", "ca_bundle", "verify_tls", "fingerprint",
-              "timeout", "poll_interval", "poll_timeout")
+SCM_FIELDS = ("credentials_file", "credentials_label", "lookup_label", "ca_bundle",
+              "verify_tls", "fingerprint", "timeout", "poll_interval", "poll_timeout")
 FIREWALL_FIELDS = ("url", "host", "port", "api_key", "username", "password", "admin",
                    "commit_description", "verify_tls", "ca_bundle", "fingerprint", "vsys",
                    "timeout", "commit_timeout")
@@ -584,10 +589,17 @@ def load_config(path: str, make_decryptor: Optional[Callable[[EncryptionSettings
     if need_scm:
         credentials = load_credentials(credentials_path, scm_fields.str("credentials_label"),
                                        decrypt)
+        lookup = credentials if credentials.api == "classic" else None
+        lookup_label = scm_fields.str("lookup_label")
+        if lookup_label:
+            lookup = load_credentials(credentials_path, lookup_label, decrypt)
+            if lookup.api != "classic":
+                raise scm_fields.error("lookup_label", f"block '{lookup_label}' must hold "
+                                                       "classic API credentials (scm_user ...)")
         scm = ScmSettings(credentials, tls_settings(scm_fields, base),
                           scm_fields.number("timeout", 30.0, 1.0),
                           scm_fields.number("poll_interval", 10.0, 0.0),
-                          scm_fields.number("poll_timeout", 120.0, 0.0))
+                          scm_fields.number("poll_timeout", 120.0, 0.0), lookup)
     certificates: Dict[str, CertificateProfile] = {}
     for filename in sorted(os.listdir(profiles_dir)):
         file_path = os.path.join(profiles_dir, filename)

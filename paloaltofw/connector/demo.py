@@ -76,8 +76,7 @@ def run_demo(out: TextIO) -> int:
             after = parse_inventory(lab.panos.running_tree().find("shared"))
             new = after.service_profiles.get(SEED_PROFILE, "-")
             entry = after.certificates.get(new)
-            _table([("", ""),
-                    ("new object", f"{new} (key on the firewall: "
+            _table([("new object", f"{new} (key on the firewall: "
                                    f"{'yes' if entry and entry.has_key else 'no'}, SCM id "
                                    f"{renewed.cert_id})"),
                     (f"{SEED_PROFILE}", f"{old} -> {new}"),

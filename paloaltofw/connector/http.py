@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "paloaltoagent"
 
 # Reads and idempotent writes: retry connection problems and transient statuses.
-SAFE = Retry(total=5, connect=3, read=2, status=4, backoff_factor=0.5, backoff_max=30,
+SAFE = Retry(total=5, connect=3, read=2, other=0, status=4, backoff_factor=0.5, backoff_max=30,
              status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
              respect_retry_after_header=True, raise_on_status=False)
 # Firewall writes (commit, generate, import, set): a repeat is not harmless (a second commit
@@ -113,7 +113,7 @@ def describe(exc: Union[requests.RequestException, Exception], url: Optional[str
         return f"TLS verification failed{target}: check ca_bundle / fingerprint ({_root(exc)})"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return f"connection timed out{target}"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
+    if isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in _root(exc):
         return f"no answer in time{target}"
     if isinstance(exc, requests.exceptions.ConnectionError):
         return f"connection failed{target}: {_root(exc)}"

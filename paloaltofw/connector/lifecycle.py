@@ -35,7 +35,7 @@ from . import certs
 from .config import CertificateProfile, Config, FirewallProfile, ScmSettings
 from .errors import AgentError, OrderRejected, PanosError, ScmError, VerificationError
 from .panos import CertificateEntry, Inventory, PanosClient
-from .scm import RENEW_REFUSED_CODES, ScmClient, make_client
+from .scm import RENEW_REFUSED_CODES, ClassicClient, ScmClient, make_client, make_lookup
 from .state import CertState, Pending, StateStore, now_iso
 
 log = logging.getLogger(__name__)
@@ -117,12 +117,14 @@ class FirewallRun:
 
     def __init__(self, scm_settings: Optional[ScmSettings], firewall: FirewallProfile,
                  profiles: Sequence[CertificateProfile], store: StateStore,
-                 scm: Callable[[], ScmClient], options: RunOptions) -> None:
+                 scm: Callable[[], ScmClient], lookup: Callable[[], Optional[ClassicClient]],
+                 options: RunOptions) -> None:
         self.scm_settings = scm_settings
         self.firewall = firewall
         self.profiles = profiles
         self.store = store
         self.scm = scm
+        self.lookup = lookup
         self.options = options
         self.panos = PanosClient(firewall, sleep=options.sleep)
         self.inventory = Inventory()
@@ -219,30 +221,59 @@ class FirewallRun:
         return self.panos.export_csr(pending.object)
 
     def _resume_ordering(self, profile: CertificateProfile, state: CertState) -> None:
-        """A run stopped between sending an order and recording its id. If SCM's answer
-        reached `.ids`, carry on with it; otherwise only --force may order again."""
+        """A run stopped between sending an order and recording its id. Find out whether the
+        order exists: SCM's answer may have reached `.ids`; otherwise a classic-API search
+        (scm.lookup_label) tells. Without either, only --force may order again."""
         pending = state.pending
         assert pending is not None
         ids = self.store.read_ids(profile.name)
         if ids and ids != pending.ids_before:
-            log.info("%s: resuming order %s recorded by an interrupted run", profile.name, ids)
-            pending.order_id, pending.stage = ids, "ordered"
-            state.note("ordered", order_id=ids, kind=pending.kind, api=pending.api,
-                       recovered=True)
-            self.store.save(state)
+            self._adopt(profile, state, ids, "recorded in .ids by the interrupted run")
             return
+        lookup = self.lookup() if not self.options.force else None
+        if lookup is not None:
+            csr_key = certs.csr_key(pending.csr) if pending.csr else None
+            # A day early: SCM's dates are days, perhaps in another time zone.
+            since = dt.date.fromisoformat(pending.since[:10]) - dt.timedelta(days=1)
+            found = lookup.find_orders(profile.common_name, since,
+                                       self.store.known_order_ids(), csr_key)
+            if len(found) == 1:
+                self._adopt(profile, state, found[0], "found at SCM")
+                return
+            if not found:
+                log.info("%s: the interrupted order never reached SCM; ordering now",
+                         profile.name)
+                pending.stage = "generated"
+                return
+            raise AgentError(f"a previous run was interrupted while ordering and SCM has "
+                             f"several new orders for {profile.common_name} "
+                             f"({', '.join(found)}); check which is ours in SCM, then run: "
+                             f"paloaltoagent.py renew {profile.name} --force")
         if not self.options.force:
             raise AgentError(
                 f"a previous run was interrupted while ordering at SCM (at {pending.since}); "
                 f"an order may exist. Check SCM for an order for {profile.common_name}, then "
-                f"run: paloaltoagent.py renew {profile.name} --force to order anew")
+                f"run: paloaltoagent.py renew {profile.name} --force to order anew (or set "
+                "scm.lookup_label so the agent can look for it itself)")
         log.warning("%s: ordering again after an interrupted attempt (--force)", profile.name)
         pending.stage = "generated"
+
+    def _adopt(self, profile: CertificateProfile, state: CertState, order_id: str,
+               how: str) -> None:
+        pending = state.pending
+        assert pending is not None
+        log.info("%s: resuming order %s (%s)", profile.name, order_id, how)
+        self.store.write_ids(profile.name, order_id)
+        pending.order_id, pending.stage = order_id, "ordered"
+        state.note("ordered", order_id=order_id, kind=pending.kind, api=pending.api,
+                   recovered=how)
+        self.store.save(state)
 
     def _order(self, profile: CertificateProfile, state: CertState, csr_pem: str) -> None:
         pending = state.pending
         assert pending is not None
         certs.csr_key(csr_pem)  # a CSR that does not parse fails here, before ordering
+        pending.csr = csr_pem.strip()
         client = self.scm()
         pending.api = client.api
         pending.ids_before = self.store.read_ids(profile.name)
@@ -306,8 +337,12 @@ class FirewallRun:
             self.options.sleep(self.scm_settings.poll_interval)
 
         entry = self.inventory.certificates.get(pending.object)
-        csr_key = certs.spki(entry.cert.public_key()) if entry is not None and entry.cert \
-            else certs.csr_key(self.panos.export_csr(pending.object))
+        if pending.csr:
+            csr_key = certs.csr_key(pending.csr)
+        elif entry is not None and entry.cert is not None:
+            csr_key = certs.spki(entry.cert.public_key())
+        else:
+            csr_key = certs.csr_key(self.panos.export_csr(pending.object))
         anchors = [e.cert for e in self.inventory.certificates.values()
                    if e.cert is not None and not e.has_key and certs.is_ca(e.cert)]
         try:
@@ -485,23 +520,35 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> List[Resul
         list(config.certificates.values())
     store = StateStore(config.state_dir)
     store.ensure_writable()
-    client: List[ScmClient] = []
+    clients: Dict[str, Optional[ScmClient]] = {}
 
     def scm() -> ScmClient:
         # Made on first use: a run with nothing due sends SCM nothing at all.
-        if not client:
+        if "main" not in clients:
             assert config.scm is not None
-            client.append(make_client(config.scm))
-        return client[0]
+            clients["main"] = make_client(config.scm)
+        client = clients["main"]
+        assert client is not None
+        return client
+
+    def lookup() -> Optional[ClassicClient]:
+        if "lookup" not in clients:
+            assert config.scm is not None
+            main = scm()
+            clients["lookup"] = main if isinstance(main, ClassicClient) and \
+                config.scm.lookup == config.scm.credentials else make_lookup(config.scm)
+        return clients["lookup"]  # type: ignore[return-value]
 
     by_firewall: Dict[str, List[CertificateProfile]] = {}
     for profile in profiles:
         by_firewall.setdefault(profile.firewall, []).append(profile)
     results: List[Result] = []
-    for firewall_name, members in by_firewall.items():
-        firewall = config.firewalls[firewall_name]
-        if not firewall.tls.verify and not firewall.tls.fingerprint:
-            log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
-                        "connection can be intercepted", firewall.name)
-        results.extend(FirewallRun(config.scm, firewall, members, store, scm, options).run())
+    with store.lock():
+        for firewall_name, members in by_firewall.items():
+            firewall = config.firewalls[firewall_name]
+            if not firewall.tls.verify and not firewall.tls.fingerprint:
+                log.warning("%s: TLS verification is OFF (verify_tls: false); the "
+                            "management connection can be intercepted", firewall.name)
+            results.extend(FirewallRun(config.scm, firewall, members, store, scm, lookup,
+                                       options).run())
     return results

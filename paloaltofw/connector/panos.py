@@ -291,7 +291,7 @@ class PanosClient:
         of an OK job, raise with them on FAIL. `progress` is not parsed: after FIN it may be a
         timestamp (panos.md §4.3)."""
         deadline = time.monotonic() + self.profile.commit_timeout
-        interval = 0.5
+        interval = 0.1  # doubling to 10 s: a quick commit is seen quickly, a slow one cheaply
         while True:
             root = self.call({"type": "op", "cmd": f"<show><jobs><id>{escape(job)}</id></jobs>"
                                                    "</show>"})
@@ -310,7 +310,7 @@ class PanosClient:
                                  f"finish within {self.profile.commit_timeout:.0f} s "
                                  f"(status {status}); it may still complete on the device")
             self._sleep(interval)
-            interval = min(interval * 1.5, 10.0)
+            interval = min(interval * 2, 10.0)
 
 
 # --- parsing --------------------------------------------------------------------------------

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import abc
 import base64
+import dataclasses
+import datetime as dt
 import logging
 import re
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import requests
 from cryptography import x509
@@ -296,6 +298,55 @@ class ClassicClient(ScmClient):
             return None
         raise self.error(f"collect of {order_id}", response)
 
+    def find_orders(self, common_name: str, since: dt.date, exclude: Set[str],
+                    csr_key: Optional[bytes]) -> List[str]:
+        """Orders for `common_name` requested on or after `since` (SCM dates are days) that
+        are not in `exclude` and, once issued, carry `csr_key`: how an interrupted run's
+        order is found again. Pages through the list (size 200, sectigo.md §5.6)."""
+        found: List[str] = []
+        position = 0
+        while True:
+            response = self.request("GET", self.base, "order search", params={
+                "commonName": common_name, "size": 200, "position": position})
+            if response.status_code != 200:
+                raise self.error("order search", response)
+            page = response.json() if isinstance(response.json(), list) else []
+            for item in page:
+                order_id = str(item.get("sslId") or item.get("id") or "")
+                if not order_id or order_id in exclude:
+                    continue
+                details = self.request("GET", f"{self.base}/{order_id}", "order details",
+                                       params={"dateFormat": "ISO"})
+                if details.status_code != 200:
+                    raise self.error(f"details of {order_id}", details)
+                info = _json(details)
+                try:
+                    requested = dt.date.fromisoformat(str(info.get("requested"))[:10])
+                except ValueError:
+                    continue
+                if requested < since:
+                    continue
+                if csr_key and info.get("status") == "Issued" and \
+                        not self._carries(order_id, csr_key):
+                    continue
+                found.append(order_id)
+            if len(page) < 200:
+                return found
+            position += 200
+
+    def _carries(self, order_id: str, csr_key: bytes) -> bool:
+        response = self.request("GET", f"{self.base}/collect/{order_id}",
+                                f"collect of {order_id}", params={"format": "x509CO"})
+        if response.status_code != 200:
+            return True  # cannot tell: keep it as a candidate
+        try:
+            leaf = x509.load_pem_x509_certificates(response.content)[0]
+        except (ValueError, IndexError):
+            return True
+        return leaf.public_key().public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo) == csr_key
+
     def _ssl_id(self, response: requests.Response, what: str) -> str:
         if not 200 <= response.status_code < 300:
             raise self.error(what, response)
@@ -313,6 +364,13 @@ def make_client(settings: ScmSettings) -> ScmClient:
     if settings.credentials.api == "classic":
         return ClassicClient(settings)
     return EnrollmentClient(settings)
+
+
+def make_lookup(settings: ScmSettings) -> Optional["ClassicClient"]:
+    """The client that can search orders, if the configuration has classic credentials."""
+    if settings.lookup is None:
+        return None
+    return ClassicClient(dataclasses.replace(settings, credentials=settings.lookup))
 
 
 def order_options(order: OrderSettings) -> Dict[str, Any]:
@@ -346,4 +404,5 @@ def _origin(url: str) -> str:
     return match.group(0) if match else url
 
 
-__all__: Tuple[str, ...] = ("ScmClient", "EnrollmentClient", "ClassicClient", "make_client")
+__all__: Tuple[str, ...] = ("ScmClient", "EnrollmentClient", "ClassicClient", "make_client",
+                            "make_lookup")

@@ -17,7 +17,8 @@ fsync of the directory):
            "order_id": "1235",            # once SCM answered
            "kind": "enroll|renew", "api": "...", "since": "ISO time",
            "replaces": "www",             # the object it supersedes
-           "ids_before": "1234"},         # .ids when the order went out (see below)
+           "ids_before": "1234",          # .ids when the order went out (see below)
+           "csr": "-----BEGIN CERTIFICATE REQUEST-----..."},
        "superseded": ["www"],             # old objects to delete once nothing references them
        "rejected": {...},                 # an order refused at verification or by SCM, kept
        "history": [{"time", "event", ...}]}
@@ -30,14 +31,16 @@ answer goes to `.ids` first, so an interruption after that is resumed from `.ids
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
-from .errors import ConfigError
+from .errors import AgentError, ConfigError
 
 VERSION = 1
 HISTORY_LIMIT = 50
@@ -53,6 +56,7 @@ class Pending:
     since: str = ""
     replaces: Optional[str] = None  # the object this certificate supersedes, if any
     ids_before: Optional[str] = None  # the .ids content when the order went out
+    csr: Optional[str] = None  # the CSR (PEM, not secret): its key is what the order must carry
 
 
 @dataclass
@@ -93,6 +97,26 @@ class StateStore:
                               "permissions or set state_dir in config.yaml",
                               self.directory) from None
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One run at a time per state directory (cron overlap): an exclusive flock on
+        `.lock`, which the kernel releases even when the process is killed."""
+        path = os.path.join(self.directory, ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                raise AgentError(f"another paloaltoagent run ({holder or 'unknown'}) is "
+                                 f"working on {self.directory}; this run stops without doing "
+                                 "anything") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} since {now_iso()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
     def _path(self, profile: str, suffix: str) -> str:
         return os.path.join(self.directory, f"{profile}{suffix}")
 
@@ -129,6 +153,31 @@ class StateStore:
                 "history": state.history}
         atomic_write(self._path(state.profile, ".json"),
                      json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def known_order_ids(self) -> set:
+        """Every order id any certificate profile's state mentions (so that a search for an
+        interrupted run's order never picks another profile's)."""
+        known = set()
+        try:
+            names = [f for f in os.listdir(self.directory) if f.endswith(".json")]
+        except OSError:
+            return known
+        for name in names:
+            try:
+                with open(os.path.join(self.directory, name), encoding="utf-8") as handle:
+                    data = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict):
+                continue
+            pending = data.get("pending") or {}
+            rejected = data.get("rejected") or {}
+            known.update(str(v) for v in (data.get("cert_id"), pending.get("order_id"),
+                                          pending.get("ids_before"),
+                                          rejected.get("order_id")) if v)
+            known.update(str(h["order_id"]) for h in data.get("history") or []
+                         if isinstance(h, dict) and h.get("order_id"))
+        return known
 
     def write_ids(self, profile: str, cert_id: str) -> None:
         encoded = base64.b64encode(cert_id.encode("ascii")).decode("ascii")

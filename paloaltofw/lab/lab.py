@@ -7,6 +7,7 @@ Used three ways: by the pytest fixtures (in-process, free ports), by
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import ssl
@@ -15,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from . import pki
 from .panos import Admin, PanosService, PanosSettings
 from .scm import TOKEN_PATH, ScmAccounts, ScmService, ScmSettings
-from .server import Endpoint, server_ssl_context
+from .server import Endpoint, RequestLog, server_ssl_context
 
 # The firewall's administrators: the agent's dedicated API account, a human superuser and a
 # second human, so that partial commits by admin can be seen to leave others' changes alone.
@@ -35,7 +36,7 @@ class Lab:
                  scm_port: int = 0, panos_settings: Optional[PanosSettings] = None,
                  scm_settings: Optional[ScmSettings] = None, seed: bool = True,
                  tls: Optional[pki.TlsHierarchy] = None,
-                 hierarchy: Optional[pki.ScmHierarchy] = None) -> None:
+                 hierarchy: Optional[pki.ScmHierarchy] = None, firewalls: int = 1) -> None:
         self.workdir = os.path.abspath(workdir)
         self.host = host
         self.control_token = secrets.token_urlsafe(16)
@@ -53,35 +54,47 @@ class Lab:
 
         self.admin_passwords = {name: secrets.token_urlsafe(12)
                                 for name in (AGENT_ADMIN,) + OTHER_ADMINS}
-        self.panos = PanosService([Admin(n, p) for n, p in self.admin_passwords.items()],
-                                  settings=panos_settings)
-        if seed:
-            self.panos.seed_self_signed(SEED_CERTIFICATE, "portal.example.com")
-            self.panos.seed("/config/shared/ssl-tls-service-profile",
-                            f'<entry name="{SEED_PROFILE}"><protocol-settings><min-version>'
-                            "tls1-2</min-version><max-version>max</max-version>"
-                            f"</protocol-settings><certificate>{SEED_CERTIFICATE}"
-                            "</certificate></entry>")
+        # One process can present many firewalls, each on its own port with its own
+        # configuration, keys and settings (so one can be made to fail while others work).
+        self.firewalls: List[PanosService] = []
+        for number in range(1, firewalls + 1):
+            service = PanosService([Admin(n, p) for n, p in self.admin_passwords.items()],
+                                   hostname=f"lab-fw-{number:02d}",
+                                   serial=f"0079510{number:08d}",
+                                   settings=dataclasses.replace(panos_settings or
+                                                                PanosSettings()))
+            if seed:
+                service.seed_self_signed(SEED_CERTIFICATE, "portal.example.com")
+                service.seed("/config/shared/ssl-tls-service-profile",
+                             f'<entry name="{SEED_PROFILE}"><protocol-settings><min-version>'
+                             "tls1-2</min-version><max-version>max</max-version>"
+                             f"</protocol-settings><certificate>{SEED_CERTIFICATE}"
+                             "</certificate></entry>")
+            self.firewalls.append(service)
+        self.panos = self.firewalls[0]
         self.accounts = ScmAccounts.generate()
         self.scm = ScmService(hierarchy or pki.ScmHierarchy.create(), self.tls, self.accounts,
                               order_log=self.paths["scm_orders"], settings=scm_settings)
 
         context = server_ssl_context(self.paths["cert"], self.paths["key"])
-        self.panos_endpoint = Endpoint(self.panos, context, host, panos_port,
-                                       self.paths["panos_requests"], self.control_token)
+        panos_log = RequestLog(self.paths["panos_requests"])
+        self.panos_endpoints = [
+            Endpoint(service, context, host, panos_port if index == 0 else 0, panos_log,
+                     self.control_token) for index, service in enumerate(self.firewalls)]
+        self.panos_endpoint = self.panos_endpoints[0]
         scm_context = server_ssl_context(self.paths["cert"], self.paths["key"], root_pem)
         self.scm_endpoint = Endpoint(self.scm, scm_context, host, scm_port,
                                      self.paths["scm_requests"], self.control_token)
         self.scm.public_url = self.scm_endpoint.url
 
     def start(self) -> "Lab":
-        self.panos_endpoint.start()
-        self.scm_endpoint.start()
+        for endpoint in self.endpoints:
+            endpoint.start()
         return self
 
     def stop(self) -> None:
-        self.panos_endpoint.stop()
-        self.scm_endpoint.stop()
+        for endpoint in self.endpoints:
+            endpoint.stop()
 
     def __enter__(self) -> "Lab":
         return self.start()
@@ -91,7 +104,7 @@ class Lab:
 
     @property
     def endpoints(self) -> List[Endpoint]:
-        return [self.panos_endpoint, self.scm_endpoint]
+        return self.panos_endpoints + [self.scm_endpoint]
 
     @property
     def internal_errors(self) -> int:
@@ -120,6 +133,9 @@ class Lab:
                     "org_id": self.accounts.org_id,
                     "cert_types": {v: self.accounts.profile_for(v).id
                                    for v in ("DV", "OV", "EV")}},
+            "firewalls": [{"hostname": s.hostname, "url": e.url,
+                           "api_key": s.api_key(AGENT_ADMIN)}
+                          for s, e in zip(self.firewalls, self.panos_endpoints)],
             "logs": {"panos_requests": self.paths["panos_requests"],
                      "scm_requests": self.paths["scm_requests"],
                      "scm_orders": self.paths["scm_orders"]},

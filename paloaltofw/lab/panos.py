@@ -244,7 +244,7 @@ class PanosService(Service):
     def _logged(self, response: Response, admin: Optional[Admin],
                 params: Dict[str, List[str]]) -> Response:
         kind, action = _first(params, "type"), _first(params, "action")
-        response.log.update({"type": kind, "action": action,
+        response.log.update({"type": kind, "action": action, "firewall": self.hostname,
                              "admin": admin.name if admin else None,
                              "write": _is_write(kind, action, _first(params, "cmd"))})
         try:

@@ -6,6 +6,7 @@ stderr), so a script can do `read -r line < <(paloaltoagent.py lab --workdir D)`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -47,7 +48,7 @@ def parse_faults(items: Sequence[str]) -> List[tuple]:
 
 def serve(workdir: str, host: str = "127.0.0.1", panos_port: int = 0, scm_port: int = 0,
           settings: Sequence[str] = (), faults: Sequence[str] = (), api: str = "enrollment",
-          stop: Optional[threading.Event] = None) -> int:
+          stop: Optional[threading.Event] = None, firewalls: int = 1) -> int:
     parsed = parse_settings(settings)
     rules = parse_faults(faults)
     panos_settings, scm_settings = PanosSettings(), ScmSettings()
@@ -55,9 +56,13 @@ def serve(workdir: str, host: str = "127.0.0.1", panos_port: int = 0, scm_port: 
         apply_setting(panos_settings, name, value)
     for name, value in parsed["scm"].items():
         apply_setting(scm_settings, name, value)
-    lab = Lab(workdir, host, panos_port, scm_port, panos_settings, scm_settings).start()
+    if not 1 <= firewalls <= 1000:
+        raise ValueError("--firewalls must be between 1 and 1000")
+    lab = Lab(workdir, host, panos_port, scm_port, panos_settings, scm_settings,
+              firewalls=firewalls).start()
     for service, rule in rules:
-        (lab.panos_endpoint if service == "panos" else lab.scm_endpoint).faults.add(rule)
+        for endpoint in lab.panos_endpoints if service == "panos" else [lab.scm_endpoint]:
+            endpoint.faults.add(dataclasses.replace(rule))
     config = write_workdir(lab, workdir, api)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger("lab")
@@ -40,6 +40,7 @@ class Request:
     headers: Any  # email.message.Message: case-insensitive header access
     body: bytes
     client_cert_der: Optional[bytes] = None
+    meta: Dict[str, Any] = field(default_factory=dict)  # copied into the request log entry
     _form: Optional[Tuple[Dict[str, List[str]], Dict[str, Tuple[str, bytes]]]] = None
 
     def header(self, name: str) -> Optional[str]:
@@ -99,6 +100,7 @@ class Response:
     headers: List[Tuple[str, str]] = field(default_factory=list)
     drop: bool = False  # close the connection without answering
     log: Dict[str, Any] = field(default_factory=dict)  # extra fields for the request log
+    entry: Optional[Dict[str, Any]] = None  # the request log entry, once written
 
 
 # --- fault rules ------------------------------------------------------------------------------
@@ -108,11 +110,14 @@ class FaultRule:
     """One injected fault, applied to matching requests before the service sees them.
 
     kind: "status" (answer with `status`, e.g. 429 or 503, optionally with Retry-After),
-          "drop" (close the connection without a response), or
+          "drop" (close the connection without a response; the service never sees it),
+          "lose" (the service handles the request, then the answer is lost: the connection
+          closes without it, as when a link fails after a server has acted), or
           "delay" (sleep `seconds`, then serve normally: a slow link or a timeout).
     match: a substring of the request's summary line, e.g. "POST /api/v1/certificates" or
            "type=commit"; empty matches everything.
     count: how many matching requests it affects; None means until removed.
+    skip: how many matching requests to let through first (e.g. skip=1: the second commit).
     """
 
     kind: str = "status"
@@ -121,6 +126,7 @@ class FaultRule:
     seconds: float = 0.0
     match: str = ""
     count: Optional[int] = 1
+    skip: int = 0
 
     @classmethod
     def parse(cls, text: str) -> "FaultRule":
@@ -134,8 +140,9 @@ class FaultRule:
                 raise ValueError(f"fault rule: expected key=value with key in "
                                  f"{sorted(types)}, got {item!r}")
             setattr(rule, key, _coerce(key, value.strip(), getattr(cls, key, None)))
-        if rule.kind not in ("status", "drop", "delay"):
-            raise ValueError(f"fault rule: kind must be status, drop or delay, not {rule.kind!r}")
+        if rule.kind not in ("status", "drop", "lose", "delay"):
+            raise ValueError(f"fault rule: kind must be status, drop, lose or delay, not "
+                             f"{rule.kind!r}")
         return rule
 
     @classmethod
@@ -152,6 +159,8 @@ def _coerce(key: str, value: str, default: Any) -> Any:
         return None if value in ("", "none", "None") else float(value)
     if key == "seconds":
         return float(value)
+    if key == "skip":
+        return int(value)
     return value
 
 
@@ -176,6 +185,9 @@ class Faults:
         with self._lock:
             for rule in list(self._rules):
                 if rule.match and rule.match not in summary:
+                    continue
+                if rule.skip > 0:
+                    rule.skip -= 1
                     continue
                 fired.append(rule)
                 if rule.count is not None:
@@ -324,8 +336,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            return
-        self._send(response, head=self.command == "HEAD")
+        else:
+            self._send(response, head=self.command == "HEAD")
+        if response.entry is not None:
+            for observer in list(endpoint.observers):
+                observer(response.entry)
 
     def _send(self, response: Response, close: bool = False, head: bool = False) -> None:
         self.send_response(response.status)
@@ -348,14 +363,20 @@ class Endpoint:
     """One service on one TLS port."""
 
     def __init__(self, service: Service, ssl_context: ssl.SSLContext, host: str = "127.0.0.1",
-                 port: int = 0, request_log: Optional[str] = None,
+                 port: int = 0, request_log: "Union[str, RequestLog, None]" = None,
                  control_token: str = "", public_host: Optional[str] = None) -> None:
         self.service = service
         self.ssl_context = ssl_context
         self.faults = Faults()
-        self.log = RequestLog(request_log)
+        # Several endpoints may share one log (a fleet of firewalls writes one file).
+        self.log = request_log if isinstance(request_log, RequestLog) else \
+            RequestLog(request_log)
         self.control_token = control_token
         self.internal_errors = 0
+        # Called with each request as it arrives, and with its log entry once the answer
+        # has been sent (or dropped): the crash tests count calls and kill the agent there.
+        self.arrival_observers: List[Any] = []
+        self.observers: List[Any] = []
         self._server = _Server((host, port), self)
         self.host = public_host or host
         self.port = self._server.server_address[1]
@@ -381,6 +402,8 @@ class Endpoint:
 
     def dispatch(self, request: Request) -> Response:
         started = time.monotonic()
+        for observer in list(self.arrival_observers):
+            observer(request)
         if request.path.startswith("/_lab/"):
             response = self._control(request)
             summary = f"{request.method} {request.path}"
@@ -398,29 +421,38 @@ class Endpoint:
         if response.drop:
             entry["dropped"] = True
         entry.update(response.log)
+        entry.update(request.meta)
         if not request.path.startswith("/_lab/"):
             self.log.write(entry)
+            response.entry = entry
         return response
 
     def _faulted(self, request: Request, summary: str) -> Response:
         latency = float(getattr(self.service.settings, "latency", 0.0) or 0.0)
         if latency:
             time.sleep(latency)
+        lose = False
         for rule in self.faults.take(summary):
             if rule.kind == "delay":
                 time.sleep(rule.seconds)
             elif rule.kind == "drop":
                 return Response(drop=True, log={"fault": "drop"})
+            elif rule.kind == "lose":
+                lose = True
             else:
                 response = self.service.fault_response(rule.status, rule.retry_after)
                 response.log["fault"] = f"status {rule.status}"
                 return response
         try:
-            return self.service.handle(request)
+            response = self.service.handle(request)
         except Exception:
             self.internal_errors += 1
             log.exception("%s: internal error on %s", self.service.name, summary)
-            return self.service.internal_error()
+            response = self.service.internal_error()
+        if lose:
+            response.drop = True
+            response.log["fault"] = "lose"
+        return response
 
     def _control(self, request: Request) -> Response:
         """The lab's own API: `GET /_lab/state`, `POST /_lab/faults` (a FaultRule as JSON),

@@ -76,6 +76,7 @@ def write_workdir(lab: Lab, directory: str, api: str = "enrollment") -> str:
         "state_dir": "state",
         "scm": {"credentials_file": "profiles/sectigo_credentials.yaml",
                 "credentials_label": label,
+                "lookup_label": "ADMIN_API_1",
                 "ca_bundle": info["ca_bundle"],
                 "poll_interval": 1,
                 "poll_timeout": 30},
@@ -92,13 +93,13 @@ def write_workdir(lab: Lab, directory: str, api: str = "enrollment") -> str:
                         "scm_org_id": scm["org_id"]},
     }, secret=True)
     _write(os.path.join(profiles, "fw_paloalto_config.yaml"), {
-        "lab-fw-01": {"url": info["panos"]["url"],
-                      "username": AGENT_ADMIN,
-                      "password": info["panos"]["password"],
-                      "admin": AGENT_ADMIN,
-                      "commit_description": "Certificates by paloaltoagent (lab)",
-                      "ca_bundle": info["ca_bundle"]},
-    }, secret=True)
+        firewall["hostname"]: {"url": firewall["url"],
+                               "username": AGENT_ADMIN,
+                               "password": info["panos"]["password"],
+                               "admin": AGENT_ADMIN,
+                               "commit_description": "Certificates by paloaltoagent (lab)",
+                               "ca_bundle": info["ca_bundle"]}
+        for firewall in info["firewalls"]}, secret=True)
     types = scm["cert_types"]
     for name, profile in CERTIFICATE_PROFILES.items():
         data = dict(profile)

@@ -1,0 +1,159 @@
+"""Transport and secrets: TLS verified by default, CA bundles and fingerprint pins, keys only in
+headers, nothing secret in errors, defused XML."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Dict, List
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from conftest import edit_yaml
+from connector.config import FirewallProfile, TlsSettings
+from connector.errors import PanosError
+from connector.panos import PanosClient
+
+
+@pytest.fixture()
+def one(work: Any) -> Any:
+    work.remove_sample_profiles()
+    work.profile("site")
+    return work
+
+
+def fw_file(work: Any) -> str:
+    return os.path.join(work.profiles, "fw_paloalto_config.yaml")
+
+
+def server_fingerprint(work: Any) -> str:
+    with open(work.lab.paths["cert"], "rb") as handle:
+        cert = x509.load_pem_x509_certificate(handle.read())
+    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, 64, 2)).upper()
+
+
+def test_firewall_tls_is_verified_by_default(one: Any) -> None:
+    edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=None)
+    code, out = one.run("enroll")
+    assert code == 1 and "TLS verification failed" in out
+    assert one.panos_requests() == [] and one.orders() == []
+
+
+def test_environment_cannot_replace_the_profiles_trust(one: Any, monkeypatch: Any) -> None:
+    # The lab CA in REQUESTS_CA_BUNDLE must not make an unconfigured firewall trusted...
+    edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=None)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", one.lab.paths["ca_bundle"])
+    monkeypatch.setenv("CURL_CA_BUNDLE", one.lab.paths["ca_bundle"])
+    assert one.run("enroll")[0] == 1
+    # ...and a system bundle there must not break a configured one.
+    edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=one.lab.paths["ca_bundle"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    assert one.run("enroll")[0] == 0
+
+
+def test_fingerprint_pin_accepts_exactly_that_certificate(one: Any) -> None:
+    wrong = "AA:" * 31 + "AA"
+    edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=None, fingerprint=wrong)
+    code, out = one.run("enroll")
+    assert code == 1 and "TLS verification failed" in out
+    edit_yaml(fw_file(one), "lab-fw-01", fingerprint=server_fingerprint(one))
+    code, out = one.run("enroll")
+    assert code == 0, out
+    assert len(one.orders()) == 1
+
+
+def test_verification_off_needs_a_setting_and_warns_every_run(one: Any, capsys: Any) -> None:
+    edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=None, verify_tls=False)
+    for _ in range(2):
+        capsys.readouterr()
+        assert one.run("renew")[0] == 0
+        assert "TLS verification is OFF" in capsys.readouterr().err
+
+
+def test_scm_tls_is_verified(one: Any) -> None:
+    one.edit_config("scm", ca_bundle=None)
+    code, out = one.run("enroll")
+    assert code == 1 and "TLS verification failed" in out
+    assert one.orders() == [] and one.scm_requests() == []
+
+
+def test_api_key_travels_only_in_a_header_never_in_a_url(one: Any) -> None:
+    seen: List[Dict[str, Any]] = []
+    one.lab.panos_endpoint.arrival_observers.append(lambda request: seen.append(
+        {"query": dict(request.query), "header": request.header("X-PAN-KEY"),
+         "body": request.body}))
+    assert one.run("enroll")[0] == 0
+    key = one.lab.panos_api_key()
+    password = one.lab.admin_passwords["certbot"]
+    assert seen
+    for request in seen:
+        assert "key" not in request["query"] and "password" not in request["query"]
+        assert key not in str(request["query"]) and password not in str(request["query"])
+    authenticated = [r for r in seen if b"type=keygen" not in r["body"]]
+    assert all(r["header"] == key for r in authenticated)
+
+
+def test_errors_do_not_repeat_secrets(one: Any, capsys: Any) -> None:
+    creds = os.path.join(one.profiles, "sectigo_credentials.yaml")
+    wrong_secret = "Wrong-Secret-" + os.urandom(4).hex()
+    edit_yaml(creds, "ENROLLMENT_API_1", client_secret=wrong_secret)
+    wrong_password = "Wrong-Password-" + os.urandom(4).hex()
+    code, out = one.run("enroll")
+    err = capsys.readouterr().err
+    assert code == 1 and "check client_id and client_secret" in out
+    edit_yaml(fw_file(one), "lab-fw-01", password=wrong_password)
+    code, out2 = one.run("enroll")
+    err2 = capsys.readouterr().err
+    assert code == 1 and "invalid username or password" in out2
+    for text in (out, err, out2, err2):
+        assert wrong_secret not in text and wrong_password not in text
+    log = open(os.path.join(one.root, "logs", "paloaltoagent.log")).read()
+    assert wrong_secret not in log and wrong_password not in log
+
+
+class FakeResponse:
+    status_code = 200
+    headers = {"Content-Type": "application/xml"}
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+
+@pytest.mark.parametrize("document", [
+    b'<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+    b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><response status="success">'
+    b"<result>&c;</result></response>",
+    b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><response status="success">'
+    b"<result>&x;</result></response>",
+])
+def test_device_xml_with_entities_is_refused(document: bytes) -> None:
+    client = PanosClient(FirewallProfile("fw", "fw.yaml", "https://192.0.2.1", "admin",
+                                         tls=TlsSettings()))
+    with pytest.raises(PanosError, match="unreadable XML"):
+        client._parse(FakeResponse(document))  # type: ignore[arg-type]
+
+
+def test_overlapping_runs_the_second_stops_at_once(one: Any) -> None:
+    import subprocess
+    import sys
+    import time
+    from conftest import AGENT_DIR
+    one.lab.panos.settings.latency = 0.3  # keep the first run busy for a while
+    first = subprocess.Popen([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"),
+                              "enroll", "--accept-eula", "--config", one.config],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not one.panos_requests() and time.time() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    second = subprocess.run([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"),
+                             "enroll", "--accept-eula", "--config", one.config],
+                            capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 5
+    assert second.returncode == 1
+    assert "another paloaltoagent run (pid" in second.stderr
+    assert first.wait(timeout=120) == 0
+    assert len(one.orders()) == 1
