@@ -122,7 +122,7 @@ class Workdir:
         import yaml
         with open(self.config) as handle:
             data = yaml.safe_load(handle)
-        data.setdefault(section, {}).update(values)
+        (data.setdefault(section, {}) if section else data).update(values)
         with open(self.config, "w") as handle:
             yaml.safe_dump(data, handle)
 

@@ -58,11 +58,19 @@ class _PinnedAdapter(HTTPAdapter):
 
 
 class Session(requests.Session):
-    """A session whose TLS verification cannot be changed by environment variables."""
+    """A session whose TLS verification cannot be changed by environment variables.
 
-    def __init__(self, tls: TlsSettings, retry: Retry = SAFE, pool_size: int = 4) -> None:
+    With `host` (a session that talks to one server, like a firewall's), the proxy settings
+    of the environment (`https_proxy`, `no_proxy`) are looked up once, by requests' own
+    helper, instead of at every request; ~/.netrc is not consulted then."""
+
+    def __init__(self, tls: TlsSettings, retry: Retry = SAFE, pool_size: int = 4,
+                 host: Optional[str] = None) -> None:
         super().__init__()
         self.headers["User-Agent"] = USER_AGENT
+        if host:
+            self.proxies = requests.utils.get_environ_proxies(host)
+            self.trust_env = False
         self._pinned = bool(tls.fingerprint)
         if tls.fingerprint:
             adapter: HTTPAdapter = _PinnedAdapter(tls.fingerprint, max_retries=retry,

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import certs
 from .config import CertificateProfile, Config, FirewallProfile, ScmSettings
@@ -128,6 +130,7 @@ class FirewallRun:
         self.options = options
         self.panos = PanosClient(firewall, sleep=options.sleep)
         self.inventory = Inventory()
+        self.states: Dict[str, CertState] = {}  # as loaded (and since saved) in this run
 
     def run(self) -> List[Result]:
         results = {p.name: Result(p.name, self.firewall.name, common_name=p.common_name,
@@ -139,29 +142,43 @@ class FirewallRun:
             for result in results.values():
                 result.fail(str(exc))
             return list(results.values())
+        # Steps 3-4 for every certificate: decide, generate, order. Nothing waits here.
+        ordered: List[Tuple[CertificateProfile, CertState]] = []
         installed: List[CertState] = []
         for profile in self.profiles:
-            result = results[profile.name]
-            try:
-                state = self.process(profile, result)
-                if state is not None:
-                    installed.append(state)
-            except AgentError as exc:
-                result.fail(str(exc))
-                log.error("%s: %s", profile.name, exc)
-            except Exception as exc:  # one certificate's surprise must not stop the others
-                result.fail(f"unexpected error: {type(exc).__name__}: {exc}")
-                log.error("%s: unexpected error", profile.name, exc_info=True)
+            state = self._attempt(profile, results[profile.name], self.prepare, profile,
+                                  results[profile.name])
+            if state is None or state.pending is None:
+                continue
+            if state.pending.stage == "installed":  # imported by a run whose commit failed
+                installed.append(state)
+            else:
+                ordered.append((profile, state))
+        # Steps 4-5: collect all orders together, so that their waits for SCM overlap.
+        installed += self.collect_all(ordered, results)
         if not installed or self.commit(installed, results):
             self.cleanup(results)
         return list(results.values())
 
+    def _attempt(self, profile: CertificateProfile, result: Result, step: Callable[..., Any],
+                 *args: Any) -> Any:
+        """Run one step for one certificate; a failure is that certificate's alone."""
+        try:
+            return step(*args)
+        except AgentError as exc:
+            result.fail(str(exc))
+            log.error("%s: %s", profile.name, exc)
+        except Exception as exc:  # one certificate's surprise must not stop the others
+            result.fail(f"unexpected error: {type(exc).__name__}: {exc}")
+            log.error("%s: unexpected error", profile.name, exc_info=True)
+        return None
+
     # -- steps 3-5 for one certificate ---------------------------------------------------
 
-    def process(self, profile: CertificateProfile, result: Result) -> Optional[CertState]:
-        """Bring one certificate as far as it can go before the commit; returns its state
-        when a new certificate is in the candidate configuration, waiting to be committed."""
-        state = self.store.load(profile.name)
+    def prepare(self, profile: CertificateProfile, result: Result) -> Optional[CertState]:
+        """Decide, and bring a due certificate as far as an order at SCM; returns its state
+        when it has an order to collect or a certificate waiting to be committed."""
+        state = self.states[profile.name] = self.store.load(profile.name)
         current = state.object or profile.object_name
         entry = self.inventory.certificates.get(current)
         result.object = current
@@ -193,12 +210,44 @@ class FirewallRun:
             self._resume_ordering(profile, state)
         if pending.stage == "generated":
             self._order(profile, state, self._csr(profile, pending))
-        if pending.stage == "ordered":
-            chain = self._collect(profile, state, result)
-            if chain is None:
-                return None
-            self._install(profile, state, chain)
-        return state if pending.stage == "installed" else None
+        return state
+
+    def collect_all(self, waiting: List[Tuple[CertificateProfile, CertState]],
+                    results: Dict[str, Result]) -> List[CertState]:
+        """Collect every order, polling them in turn until each is issued or poll_timeout
+        has passed; verify and install each as it arrives. Returns the installed ones."""
+        installed: List[CertState] = []
+        if not waiting:
+            return installed
+        assert self.scm_settings is not None
+        deadline = time.monotonic() + self.scm_settings.poll_timeout
+        while waiting:
+            still: List[Tuple[CertificateProfile, CertState]] = []
+            for profile, state in waiting:
+                result = results[profile.name]
+                chain = self._attempt(profile, result, self._collect, profile, state)
+                if result.failed:
+                    continue
+                if chain is None:
+                    still.append((profile, state))
+                    continue
+                self._attempt(profile, result, self._install, profile, state, chain)
+                if not result.failed:
+                    installed.append(state)
+            waiting = still
+            if not waiting:
+                break
+            if time.monotonic() + self.scm_settings.poll_interval > deadline:
+                for profile, state in waiting:
+                    assert state.pending is not None
+                    result = results[profile.name]
+                    result.action = "pending"
+                    result.message = (f"order {state.pending.order_id} is still being "
+                                      "processed by SCM; the next run collects it")
+                    log.warning("%s: %s", profile.name, result.message)
+                break
+            self.options.sleep(self.scm_settings.poll_interval)
+        return installed
 
     def _new_object(self, profile: CertificateProfile) -> str:
         if profile.object_name not in self.inventory.certificates:
@@ -314,27 +363,16 @@ class FirewallRun:
         log.info("%s: SCM enrollment ordered: id %s", profile.name, order_id)
         return order_id
 
-    def _collect(self, profile: CertificateProfile, state: CertState,
-                 result: Result) -> Optional[certs.Chain]:
-        """Collect (polling up to poll_timeout) and verify; None while SCM is processing."""
+    def _collect(self, profile: CertificateProfile, state: CertState) -> Optional[certs.Chain]:
+        """One collection attempt; the verified chain, or None while SCM is processing."""
         pending = state.pending
-        assert pending is not None and pending.order_id and self.scm_settings is not None
-        client = self.scm()
-        deadline = time.monotonic() + self.scm_settings.poll_timeout
-        while True:
-            try:
-                data = client.collect(pending.order_id)
-            except OrderRejected as exc:
-                raise self._reject(profile, state, f"was refused by SCM: {exc}") from None
-            if data is not None:
-                break
-            if time.monotonic() + self.scm_settings.poll_interval > deadline:
-                result.action = "pending"
-                result.message = (f"order {pending.order_id} is still being processed by SCM;"
-                                  " the next run collects it")
-                log.warning("%s: %s", profile.name, result.message)
-                return None
-            self.options.sleep(self.scm_settings.poll_interval)
+        assert pending is not None and pending.order_id
+        try:
+            data = self.scm().collect(pending.order_id)
+        except OrderRejected as exc:
+            raise self._reject(profile, state, f"was refused by SCM: {exc}") from None
+        if data is None:
+            return None
 
         entry = self.inventory.certificates.get(pending.object)
         if pending.csr:
@@ -465,8 +503,8 @@ class FirewallRun:
         delete left uncommitted by an interrupted run is committed by the next one."""
         touched: List[CertState] = []
         for profile in self.profiles:
-            state = self.store.load(profile.name)
-            if not state.superseded:
+            state = self.states.get(profile.name)
+            if state is None or not state.superseded:
                 continue
             needs_commit = False
             for name in state.superseded:
@@ -515,40 +553,58 @@ class FirewallRun:
 
 
 def run(config: Config, names: Sequence[str], options: RunOptions) -> List[Result]:
-    """Steps 2-6 for the selected certificate profiles (all when `names` is empty)."""
+    """Steps 2-6 for the selected certificate profiles (all when `names` is empty), on up to
+    max_parallel_firewalls firewalls at once; a slow or dead firewall holds up only its own
+    thread (and only up to its timeouts)."""
     profiles = [config.certificates[n] for n in names] if names else \
         list(config.certificates.values())
     store = StateStore(config.state_dir)
     store.ensure_writable()
+    by_firewall: Dict[str, List[CertificateProfile]] = {}
+    for profile in profiles:
+        by_firewall.setdefault(profile.firewall, []).append(profile)
+    workers = min(config.max_parallel_firewalls, len(by_firewall)) or 1
     clients: Dict[str, Optional[ScmClient]] = {}
+    made = threading.Lock()
 
     def scm() -> ScmClient:
         # Made on first use: a run with nothing due sends SCM nothing at all.
-        if "main" not in clients:
-            assert config.scm is not None
-            clients["main"] = make_client(config.scm)
-        client = clients["main"]
+        with made:
+            if "main" not in clients:
+                assert config.scm is not None
+                clients["main"] = make_client(config.scm, pool_size=workers)
+            client = clients["main"]
         assert client is not None
         return client
 
     def lookup() -> Optional[ClassicClient]:
-        if "lookup" not in clients:
-            assert config.scm is not None
-            main = scm()
-            clients["lookup"] = main if isinstance(main, ClassicClient) and \
-                config.scm.lookup == config.scm.credentials else make_lookup(config.scm)
-        return clients["lookup"]  # type: ignore[return-value]
+        main = scm()
+        with made:
+            if "lookup" not in clients:
+                assert config.scm is not None
+                clients["lookup"] = main if isinstance(main, ClassicClient) and \
+                    config.scm.lookup == config.scm.credentials else make_lookup(config.scm)
+            return clients["lookup"]  # type: ignore[return-value]
 
-    by_firewall: Dict[str, List[CertificateProfile]] = {}
-    for profile in profiles:
-        by_firewall.setdefault(profile.firewall, []).append(profile)
-    results: List[Result] = []
+    def one_firewall(name: str) -> List[Result]:
+        firewall = config.firewalls[name]
+        if not firewall.tls.verify and not firewall.tls.fingerprint:
+            log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
+                        "connection can be intercepted", firewall.name)
+        try:
+            return FirewallRun(config.scm, firewall, by_firewall[name], store, scm, lookup,
+                               options).run()
+        except Exception as exc:  # a surprise on one firewall must not stop the others
+            log.error("%s: unexpected error", name, exc_info=True)
+            return [Result(p.name, name, action="failed",
+                           message=f"unexpected error: {type(exc).__name__}: {exc}")
+                    for p in by_firewall[name]]
+
     with store.lock():
-        for firewall_name, members in by_firewall.items():
-            firewall = config.firewalls[firewall_name]
-            if not firewall.tls.verify and not firewall.tls.fingerprint:
-                log.warning("%s: TLS verification is OFF (verify_tls: false); the "
-                            "management connection can be intercepted", firewall.name)
-            results.extend(FirewallRun(config.scm, firewall, members, store, scm, lookup,
-                                       options).run())
-    return results
+        if workers == 1:
+            batches = [one_firewall(name) for name in by_firewall]
+        else:
+            with ThreadPoolExecutor(max_workers=workers,
+                                    thread_name_prefix="firewall") as pool:
+                batches = list(pool.map(one_firewall, by_firewall))
+    return [result for batch in batches for result in batch]

@@ -77,8 +77,9 @@ class PanosClient:
         self.profile = profile
         self.url = profile.url + "/api/"
         # Reads may be repeated after a lost answer; writes (a commit, a generate) may not.
-        self.session = http.Session(profile.tls, http.SAFE)
-        self.writer = http.Session(profile.tls, http.WRITE)
+        # The writer is made on the first write: a run with nothing to change needs none.
+        self.session = http.Session(profile.tls, http.SAFE, host=profile.url)
+        self._writer: Optional[http.Session] = None
         self._key = profile.api_key.reveal() if profile.api_key else None
         self._sleep = sleep
 
@@ -89,7 +90,9 @@ class PanosClient:
         headers = {}
         if auth:
             headers["X-PAN-KEY"] = self._api_key()
-        session = self.writer if write else self.session
+        if write and self._writer is None:
+            self._writer = http.Session(self.profile.tls, http.WRITE, host=self.profile.url)
+        session = self._writer if write else self.session
         try:
             if files:
                 return session.post(self.url, params=params, files=files, headers=headers,
@@ -291,7 +294,9 @@ class PanosClient:
         of an OK job, raise with them on FAIL. `progress` is not parsed: after FIN it may be a
         timestamp (panos.md §4.3)."""
         deadline = time.monotonic() + self.profile.commit_timeout
-        interval = 0.1  # doubling to 10 s: a quick commit is seen quickly, a slow one cheaply
+        # From 0.1 s, growing by half up to 5 s: a quick commit is seen quickly, a slow one
+        # cheaply, and the end of a job is noticed at most a third of its time late.
+        interval = 0.1
         while True:
             root = self.call({"type": "op", "cmd": f"<show><jobs><id>{escape(job)}</id></jobs>"
                                                    "</show>"})
@@ -310,7 +315,7 @@ class PanosClient:
                                  f"finish within {self.profile.commit_timeout:.0f} s "
                                  f"(status {status}); it may still complete on the device")
             self._sleep(interval)
-            interval = min(interval * 2, 10.0)
+            interval = min(interval * 1.5, 5.0)
 
 
 # --- parsing --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import logging
 import re
+import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -48,6 +49,7 @@ class OAuth:
 
     def __init__(self, client_id: str, secret: Any, token_url: Optional[str],
                  session: requests.Session, timeout: float) -> None:
+        self._lock = threading.Lock()  # firewalls are worked on in parallel threads
         self.client_id = client_id
         self._secret = secret
         self.token_url = token_url
@@ -60,13 +62,18 @@ class OAuth:
         """The Authorization header; fetches a token first when the URL is known and the
         cached token is missing or about to expire. With no URL yet, the request goes out
         without one and its 401 tells where tokens come from."""
-        if self.token_url and (not self._token or
-                               time.monotonic() >= self._expires - TOKEN_SKEW):
-            self.fetch()
-        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        with self._lock:
+            if self.token_url and (not self._token or
+                                   time.monotonic() >= self._expires - TOKEN_SKEW):
+                self.fetch()
+            return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     def discover(self, response: requests.Response) -> None:
         """Take the token URL from a 401's `WWW-Authenticate: Bearer authorization_uri="…"`."""
+        with self._lock:
+            self._discover(response)
+
+    def _discover(self, response: requests.Response) -> None:
         challenge = response.headers.get("WWW-Authenticate", "")
         found = re.search(r'authorization_uri="([^"]+)"', challenge)
         if found and found.group(1).startswith("https://"):
@@ -100,8 +107,12 @@ class OAuth:
         self._expires = time.monotonic() + (float(lifetime) if isinstance(
             lifetime, (int, float)) else 300.0)
 
-    def invalidate(self) -> None:
-        self._token = None
+    def invalidate(self, token: Optional[str] = None) -> None:
+        """Forget the token (only if it is still `token`: another thread may have renewed
+        it meanwhile)."""
+        with self._lock:
+            if token is None or self._token == token:
+                self._token = None
 
 
 class ScmClient(abc.ABC):
@@ -109,11 +120,12 @@ class ScmClient(abc.ABC):
 
     api = ""
 
-    def __init__(self, settings: ScmSettings) -> None:
+    def __init__(self, settings: ScmSettings, pool_size: int = 4) -> None:
         self.settings = settings
         self.credentials: ScmCredentials = settings.credentials
-        self.safe = http.Session(settings.tls, http.SAFE)
-        self.billable = http.Session(settings.tls, http.BILLABLE)
+        # One connection pool shared by the firewall threads: connections are reused.
+        self.safe = http.Session(settings.tls, http.SAFE, pool_size)
+        self.billable = http.Session(settings.tls, http.BILLABLE, pool_size)
         self.oauth: Optional[OAuth] = None
         if self.credentials.client_id and self.credentials.client_secret:
             self.oauth = OAuth(self.credentials.client_id, self.credentials.client_secret,
@@ -148,6 +160,7 @@ class ScmClient(abc.ABC):
                 except ScmError as exc:
                     exc.sent = False  # no token, so the request itself never went out
                     raise
+            used = headers.get("Authorization", "")[len("Bearer "):] or None
             try:
                 response = session.request(method, url, headers=headers,
                                            timeout=self.settings.timeout, **kwargs)
@@ -156,7 +169,7 @@ class ScmClient(abc.ABC):
                                sent=False if http.never_sent(exc) else None) from None
             if response.status_code == 401 and self.oauth and attempt == 1:
                 # No token yet, or it expired early: learn the token URL, get a fresh one.
-                self.oauth.invalidate()
+                self.oauth.invalidate(used)
                 self.oauth.discover(response)
                 continue
             return response
@@ -189,8 +202,8 @@ class EnrollmentClient(ScmClient):
 
     api = "enrollment"
 
-    def __init__(self, settings: ScmSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: ScmSettings, pool_size: int = 4) -> None:
+        super().__init__(settings, pool_size)
         url = self.credentials.url.rstrip("/")
         # The SDK's scm_url may be the host or the host + /api/v1 (sectigo.md §6.2).
         self.base = url if url.endswith("/api/v1") else f"{url}/api/v1"
@@ -245,8 +258,8 @@ class ClassicClient(ScmClient):
     api = "classic"
     COLLECT_FORMAT = "x509"  # certificate with its chain, PEM
 
-    def __init__(self, settings: ScmSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: ScmSettings, pool_size: int = 4) -> None:
+        super().__init__(settings, pool_size)
         creds = self.credentials
         url = creds.url.rstrip("/")
         if not url.endswith("/api"):
@@ -360,10 +373,10 @@ class ClassicClient(ScmClient):
         return str(value)
 
 
-def make_client(settings: ScmSettings) -> ScmClient:
+def make_client(settings: ScmSettings, pool_size: int = 4) -> ScmClient:
     if settings.credentials.api == "classic":
-        return ClassicClient(settings)
-    return EnrollmentClient(settings)
+        return ClassicClient(settings, pool_size)
+    return EnrollmentClient(settings, pool_size)
 
 
 def make_lookup(settings: ScmSettings) -> Optional["ClassicClient"]:

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Fleet benchmark: the agent against a lab fleet, with counts, wall time against the lower
+bound, peak memory, and parallelism 1 as the baseline in the same invocation.
+
+    .venv/bin/python bench/fleet.py                 # both scenarios (several minutes)
+    .venv/bin/python bench/fleet.py --scenario a    # only the no-op fleet
+
+Scenarios (issue "Fleet scale"):
+  a  no-op: 200 firewalls x 5 certificates, none due, 20 ms added to every firewall request;
+  b  renewal: 50 firewalls x 4 due certificates, 2 s commits, 2 pending polls per order
+     (scm.poll_interval 1 s).
+
+The lab runs as its own process (`paloaltoagent.py lab --firewalls N`), so lab and agent do
+not share an interpreter. Certificates are first enrolled (not measured); then the lab is set
+to the scenario and the agent runs `renew` as cron would, once with the configured
+parallelism and once with parallelism 1. Counts come from the lab's request and order logs;
+peak memory is the agent process's maximum resident set (wait4). The lower bound per
+firewall is what latency, pending polls and commit time alone force:
+
+    requests x latency + pending polls x poll_interval + commits x commit time
+
+and the fleet's bound is that times ceil(firewalls / parallelism).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Tuple
+
+import requests
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AGENT = os.path.join(ROOT, "paloaltofw", "paloaltoagent.py")
+
+SCENARIOS = {
+    "a": {"firewalls": 200, "certificates": 5, "due": False, "latency": 0.020,
+          "commit_duration": 2.0, "pending_polls": 0, "poll_interval": 1.0},
+    "b": {"firewalls": 50, "certificates": 4, "due": True, "latency": 0.0,
+          "commit_duration": 2.0, "pending_polls": 2, "poll_interval": 1.0},
+}
+
+
+def lines(path: str) -> List[Dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class LabProcess:
+    def __init__(self, workdir: str, firewalls: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, AGENT, "lab", "--workdir", workdir, "--firewalls", str(firewalls),
+             "--set", "panos.commit_duration=0.05", "-q"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout is not None
+        self.info = json.loads(self.process.stdout.readline())
+        self.session = requests.Session()
+
+    def control(self, url: str, route: str, body: Dict[str, Any]) -> None:
+        response = self.session.post(f"{url}/_lab/{route}", json=body,
+                                     headers={"X-Lab-Control": self.info["control_token"]},
+                                     verify=self.info["ca_bundle"], timeout=30)
+        response.raise_for_status()
+
+    def set_firewalls(self, **settings: Any) -> None:
+        for firewall in self.info["firewalls"]:
+            self.control(firewall["url"], "settings", settings)
+
+    def set_scm(self, **settings: Any) -> None:
+        self.control(self.info["scm"]["classic_url"].rsplit("/api", 1)[0], "settings", settings)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the lab process so far (from /proc)."""
+        with open(f"/proc/{self.process.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=30)
+
+
+def write_profiles(lab: LabProcess, workdir: str, certificates: int, parallel: int,
+                   poll_interval: float) -> str:
+    """Firewall profiles with API keys (no keygen), and `certificates` ECDSA-P256 DV
+    certificate profiles per firewall (quick to generate on the lab)."""
+    info = lab.info
+    profiles = os.path.join(workdir, "profiles")
+    for name in os.listdir(profiles):
+        if name not in ("sectigo_credentials.yaml",):
+            os.remove(os.path.join(profiles, name))
+    firewalls = {f["hostname"]: {"url": f["url"], "api_key": f["api_key"],
+                                 "admin": info["panos"]["admin"],
+                                 "ca_bundle": info["ca_bundle"], "commit_timeout": 120}
+                 for f in info["firewalls"]}
+    path = os.path.join(profiles, "fw_fleet.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(firewalls, handle)
+    os.chmod(path, 0o600)
+    dv = info["scm"]["cert_types"]["DV"]
+    for host in firewalls:
+        for number in range(certificates):
+            name = f"{host}-c{number}"
+            with open(os.path.join(profiles, f"{name}.yaml"), "w") as handle:
+                yaml.safe_dump({"firewall": host, "object_name": f"c{number}",
+                                "validation": "DV", "common_name": f"c{number}.{host}.example.com",
+                                "key": "ECDSA-P256", "scm": {"profile_id": dv, "term": 90}},
+                               handle)
+    config_path = info["config"]
+    with open(config_path) as handle:
+        config = yaml.safe_load(handle)
+    config["max_parallel_firewalls"] = parallel
+    config["scm"].update(poll_interval=poll_interval, poll_timeout=120)
+    config["logging"] = {"level": "WARNING", "file": "logs/paloaltoagent.log"}
+    with open(config_path, "w") as handle:
+        yaml.safe_dump(config, handle)
+    return config_path
+
+
+def set_parallel(config_path: str, parallel: int, renew_before: int) -> None:
+    with open(config_path) as handle:
+        config = yaml.safe_load(handle)
+    config["max_parallel_firewalls"] = parallel
+    config["renewal"] = {"days_before_expiry": renew_before}
+    with open(config_path, "w") as handle:
+        yaml.safe_dump(config, handle)
+
+
+def run_agent(config_path: str, *args: str) -> Tuple[int, float, int, float]:
+    """(exit code, wall seconds, peak RSS in MB, CPU seconds) of one agent process."""
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, AGENT, *args, "--accept-eula", "-q",
+                                "--config", config_path],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.stderr.write(process.stderr.read().decode()[-3000:] if process.stderr else "")
+    return process.returncode, wall, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
+
+
+def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
+            parallel: int) -> Dict[str, Any]:
+    logs = lab.info["logs"]
+    before = {k: len(lines(v)) for k, v in logs.items()}
+    lab_cpu = lab.cpu_seconds()
+    code, wall, rss, cpu = run_agent(config_path, "renew")
+    lab_cpu = lab.cpu_seconds() - lab_cpu
+    after = {k: lines(v) for k, v in logs.items()}
+    fw = after["panos_requests"][before["panos_requests"]:]
+    scm = after["scm_requests"][before["scm_requests"]:]
+    orders = after["scm_orders"][before["scm_orders"]:]
+    commits = [e for e in fw if e.get("type") == "commit" and e.get("code") == "19"
+               and e.get("result") == "success"]
+    firewalls = scenario["firewalls"]
+    per_firewall_requests = len(fw) / firewalls
+    per_firewall = (per_firewall_requests * scenario["latency"] +
+                    scenario["pending_polls"] * scenario["poll_interval"] * scenario["due"] +
+                    (len(commits) / firewalls) * scenario["commit_duration"])
+    bound = math.ceil(firewalls / parallel) * per_firewall
+    return {"parallel": parallel, "exit": code, "firewall_requests": len(fw),
+            "keygen_requests": sum(1 for e in fw if e.get("type") == "keygen"),
+            "scm_requests": len(scm), "orders": len(orders), "commits": len(commits),
+            "wall_s": round(wall, 2), "bound_s": round(bound, 2),
+            "wall_over_bound": round(wall / bound, 2) if bound else None,
+            "peak_rss_mb": rss, "agent_cpu_s": round(cpu, 2), "lab_cpu_s": round(lab_cpu, 2)}
+
+
+def scenario_run(name: str, parallel: int) -> List[Dict[str, Any]]:
+    spec = SCENARIOS[name]
+    workdir = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    lab = LabProcess(workdir, spec["firewalls"])
+    try:
+        config = write_profiles(lab, workdir, spec["certificates"], 64, spec["poll_interval"])
+        print(f"scenario {name}: enrolling {spec['firewalls'] * spec['certificates']} "
+              "certificates (setup, not measured) ...", file=sys.stderr, flush=True)
+        code, wall, _, _ = run_agent(config, "enroll")
+        if code != 0:
+            raise SystemExit(f"setup enrollment failed ({code})")
+        print(f"  setup took {wall:.0f} s", file=sys.stderr, flush=True)
+        lab.set_firewalls(latency=spec["latency"], commit_duration=spec["commit_duration"])
+        lab.set_scm(pending_polls=spec["pending_polls"])
+        results = []
+        for p in (parallel, 1):
+            # Scenario b: a renewal window longer than the 90-day term makes every
+            # certificate due on every run.
+            set_parallel(config, p, 120 if spec["due"] else 30)
+            print(f"  measuring with parallelism {p} ...", file=sys.stderr, flush=True)
+            results.append(measure(lab, config, spec, p))
+        return results
+    finally:
+        lab.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="fleet benchmark (see the module docstring)")
+    parser.add_argument("--scenario", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--parallel", type=int, default=16,
+                        help="max_parallel_firewalls for the measured run (default 16, the "
+                             "agent's default)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    help_runs = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, AGENT, "--help"], stdout=subprocess.DEVNULL, check=True)
+        help_runs.append(time.monotonic() - t0)
+    report: Dict[str, Any] = {"cpus": os.cpu_count(),
+                              "help_start_s": round(min(help_runs), 3)}
+    for name in (["a", "b"] if args.scenario == "all" else [args.scenario]):
+        runs = scenario_run(name, args.parallel)
+        spec = SCENARIOS[name]
+        report[name] = {"spec": spec, "runs": runs,
+                        "speedup_vs_parallel_1": round(runs[1]["wall_s"] / runs[0]["wall_s"],
+                                                       1)}
+        for run in runs:
+            print(json.dumps({"scenario": name, **run}))
+    print(json.dumps({"summary": report}, indent=None))
+    print(f"benchmark took {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
