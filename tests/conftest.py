@@ -118,6 +118,12 @@ class Workdir:
         code = main(argv, out=out)
         return code, out.getvalue()
 
+    def run_json(self, *args: str) -> Tuple[int, Dict[str, Any]]:
+        """Run with --json; the parsed report document."""
+        import json
+        code, out = self.run(*args, "--json")
+        return code, json.loads(out)
+
     def edit_config(self, section: str, **values: Any) -> None:
         import yaml
         with open(self.config) as handle:

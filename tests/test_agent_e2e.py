@@ -38,8 +38,8 @@ def service_target(work: Any, profile: str) -> Optional[str]:
 
 
 def test_enroll_installs_every_sample_certificate_with_one_order_each(work: Any) -> None:
-    code, out = work.run("enroll")
-    assert code == 0, out
+    code, report = work.run_json("enroll")
+    assert code == 0, report
     assert len(work.orders()) == 3
     for name, cn, key in (("portal-example-com", "portal.example.com", "RSA"),
                           ("intranet-example-com", "intranet.example.com", "EC"),
@@ -54,7 +54,10 @@ def test_enroll_installs_every_sample_certificate_with_one_order_each(work: Any)
     assert len(cas) == len({e.findtext("subject") for e in cas})
     assert service_target(work, SEED_PROFILE) == "portal-example-com"
     assert len([c for c in work.commits()]) == 1  # one commit for the firewall
-    assert "portal-dv-rsa2048" in out and "enrolled" in out
+    assert {c["profile"]: (c["action"], c["result"]) for c in report["certificates"]} == {
+        name: ("enroll", "changed") for name in ("portal-dv-rsa2048", "intranet-ov-p384",
+                                                 "shop-ev-rsa4096")}
+    assert report["summary"]["orders"] == 3 and report["summary"]["commits"] == 1
 
 
 KEYS = ["RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384", "ECDSA-P521"]
@@ -92,9 +95,9 @@ def test_pending_issuance_across_two_runs_collects_without_a_new_order(work: Any
     work.profile("slow")
     work.lab.scm.settings.pending_polls = 3
     work.edit_config("scm", poll_timeout=0)
-    code, out = work.run("enroll")
-    assert code == 0, out
-    assert "pending" in out
+    code, report = work.run_json("enroll")
+    assert code == 0, report
+    assert report["certificates"][0]["result"] == "pending"
     assert len(work.orders()) == 1
     assert running_entry(work, "slow") is None
     state = work.state_of("slow")
@@ -115,14 +118,15 @@ def test_renew_twice_second_run_sends_nothing_to_scm_and_does_not_commit(work: A
     assert work.run("renew")[0] == 0
     scm_before, commits_before = len(work.scm_requests()), len(work.commits())
     panos_before = len(work.panos_requests())
-    code, out = work.run("renew")
-    assert code == 0, out
+    code, report = work.run_json("renew")
+    assert code == 0, report
     assert len(work.scm_requests()) == scm_before
     assert len(work.commits()) == commits_before
     new = work.panos_requests()[panos_before:]
     assert [e["write"] for e in new] == [False] * len(new)
     assert len(new) <= 2  # keygen and one configuration read
-    assert "up to date" in out
+    assert {c["message"] for c in report["certificates"]} == {"up to date"}
+    assert report["summary"]["orders"] == 0 and report["summary"]["commits"] == 0
 
 
 def test_bound_certificate_renewal_repoints_then_removes_the_old_object(work: Any) -> None:

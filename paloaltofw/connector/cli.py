@@ -9,16 +9,18 @@ processed); 2 configuration or usage error (nothing sent); 3 EULA not accepted.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, TextIO
 
 from . import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
-    from .lifecycle import Result
+    from .lifecycle import Report, Result
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_EULA = 0, 1, 2, 3
 CONFIG_ENV = "sectigo_pycert_config"
@@ -30,6 +32,8 @@ examples:
   paloaltoagent.py enroll                        certificates for every profile that has none
   paloaltoagent.py renew                         renew what is due (run this from cron)
   paloaltoagent.py renew www-example --force     renew one certificate now
+  paloaltoagent.py renew --dry-run               what a renewal run would do, changing nothing
+  paloaltoagent.py status                        every certificate, its expiry and state
   paloaltoagent.py -a renew -p www,mail          the same, in Sectigo connector style
   paloaltoagent.py encrypt                       GPG-encrypt the secrets in the credential files
   paloaltoagent.py lab --workdir /tmp/lab        run the lab (emulated firewall + SCM)
@@ -61,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    status = commands.add_parser(
+        "status", parents=[common], help="show every managed certificate (for monitoring)",
+        description="One row per certificate: firewall, object, names, key, issuer, expiry, "
+                    "days left, state (ok, due, pending, missing, expired, revoked, error) and "
+                    "SCM id. Reads each firewall once; orders and writes nothing. Exit code 0 "
+                    "when all are ok, 1 when any needs attention.")
+    status.add_argument("profiles", nargs="*", metavar="PROFILE",
+                        help="certificate profile names (default: all)")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     enroll = commands.add_parser(
         "enroll", parents=[common], help="get certificates for profiles that have none",
         description="For each certificate profile (or the named ones) whose certificate is "
@@ -68,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "SCM, import, bind and commit. Also finishes pending orders.")
     enroll.add_argument("profiles", nargs="*", metavar="PROFILE",
                         help="certificate profile names (default: all)")
+    for sub in (enroll,):
+        sub.add_argument("--dry-run", action="store_true",
+                         help="only read: print what would be done, order and write nothing")
+        sub.add_argument("--json", action="store_true", help="one JSON document on stdout")
     renew = commands.add_parser(
         "renew", parents=[common], help="renew certificates that are due (for cron)",
         description="Replace every certificate that is missing, expired, revoked, within its "
@@ -77,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="certificate profile names (default: all)")
     renew.add_argument("--force", action="store_true",
                        help="replace even if not due, or after a refused/interrupted order")
+    renew.add_argument("--dry-run", action="store_true",
+                       help="only read: print what would be done, order and write nothing")
+    renew.add_argument("--json", action="store_true", help="one JSON document on stdout")
     for verb, action in (("encrypt", "replace plaintext secrets with GPG ciphertext"),
                          ("decrypt", "restore plaintext secrets for editing")):
         sub = commands.add_parser(
@@ -113,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LEGACY_ACTIONS = {"enroll": "enroll", "renew": "renew", "replace": "renew"}
+LEGACY_ACTIONS = {"enroll": "enroll", "renew": "renew", "replace": "renew", "list": "status"}
 
 
 class UsageError(Exception):
@@ -140,7 +160,8 @@ def translate_legacy(argv: List[str]) -> List[str]:
         else:
             out.append(arg)
     if action not in LEGACY_ACTIONS:
-        raise UsageError(f"unknown action {action!r} for -a; use enroll, renew or replace")
+        raise UsageError(f"unknown action {action!r} for -a; use enroll, renew, replace or "
+                         "list")
     extra = ["--force"] if action == "replace" else []
     return [LEGACY_ACTIONS[action]] + out + extra + [_profile_name(n) for n in names]
 
@@ -181,26 +202,28 @@ def load(args: argparse.Namespace) -> "Config":
     return config
 
 
-def cmd_certificates(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """status, enroll and renew: configuration, EULA, the run, then what it reports."""
     from . import eula, logs
     from .errors import AgentError, ConfigError, EulaNotAccepted
     from .lifecycle import RunOptions, run
     from .state import StateStore
 
     redact = logs.setup("INFO", stderr_level(args))
+    log = logging.getLogger("paloaltoagent")
     try:
         config = load(args)
     except ConfigError as exc:
-        logging.getLogger("paloaltoagent").error("%s", exc)
+        log.error("%s", exc)
         return EXIT_CONFIG
     redact.add(config.secrets())
     logs.setup("DEBUG" if args.verbose else config.logging.level, stderr_level(args),
                config.logging.file, config.logging.max_bytes, config.logging.backup_count,
                redact)
-    log = logging.getLogger("paloaltoagent")
     try:
         StateStore(config.state_dir).ensure_writable()
-        eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin, out)
+        eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin,
+                             sys.stderr if args.json else out)
     except EulaNotAccepted as exc:
         log.error("%s", exc)
         return EXIT_EULA
@@ -211,22 +234,84 @@ def cmd_certificates(args: argparse.Namespace, out: TextIO) -> int:
         log.warning("no certificate profiles in %s; copy one from profiles_sample/",
                     config.profiles_dir)
         return EXIT_OK
-    log.info("%s: %s %s", args.command, __version__, ", ".join(args.profiles) or
-             "all certificate profiles")
+    dry_run = getattr(args, "dry_run", False)
+    log.info("%s%s: %s %s", args.command, " (dry run)" if dry_run else "", __version__,
+             ", ".join(args.profiles) or "all certificate profiles")
+    interactive = not args.json and _isatty(out) and not args.quiet
+    progress = Progress(out, redact.redact, len(args.profiles) or len(config.certificates)) \
+        if interactive and args.command != "status" else None
     try:
-        results = run(config, args.profiles, RunOptions(
-            mode=args.command, force=getattr(args, "force", False)))
+        report = run(config, args.profiles, RunOptions(
+            mode=args.command, force=getattr(args, "force", False), dry_run=dry_run,
+            progress=progress.line if progress else None))
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
     except AgentError as exc:  # another run holds the lock
         log.error("%s", exc)
         return EXIT_FAILED
-    print_results(results, out, redact.redact)
-    failed = [r for r in results if r.failed]
+    failed = [r for r in report.results if r.failed]
+    attention = [r for r in report.results if r.state != "ok"]
+    code = EXIT_FAILED if failed or (args.command == "status" and attention) else EXIT_OK
     for result in failed:
         log.error("FAILED %s (%s): %s", result.profile, result.firewall, result.message)
-    return EXIT_FAILED if failed else EXIT_OK
+    after_run(config, report, args.command, dry_run, not failed, redact.redact)
+    if args.json:
+        from .report import document, to_json
+        out.write(redact.redact(to_json(document(report, args.command, dry_run, code))))
+    elif args.command == "status":
+        out.write(redact.redact(status_table(report.results)))
+    elif dry_run:
+        out.write(redact.redact(plan_text(report.results)))
+    elif interactive or failed:
+        # On a terminal, the whole table; from cron, only what went wrong (cron mails it).
+        print_results(report.results if interactive else failed, out, redact.redact)
+    out.flush()
+    return code
+
+
+def after_run(config: "Config", report: "Report", command: str, dry_run: bool, success: bool,
+              redact: Callable[[str], str]) -> None:
+    """Metrics and alerts; neither changes the run's exit code."""
+    log = logging.getLogger("paloaltoagent")
+    if dry_run:
+        return
+    if config.metrics_file:
+        from .report import write_metrics
+        try:
+            write_metrics(config.metrics_file, report, command, success)
+        except OSError as exc:
+            log.error("could not write metrics to %s: %s", config.metrics_file, exc.strerror)
+    if config.notifications and command != "status":
+        from .notify import notify
+        notify(config.notifications, report, command, redact)
+
+
+class Progress:
+    """A line per certificate as each firewall finishes, on a terminal."""
+
+    def __init__(self, out: TextIO, redact: Callable[[str], str], total: int) -> None:
+        self.out, self.redact, self.total, self.done = out, redact, total, 0
+        self.lock = threading.Lock()
+
+    def line(self, result: "Result") -> None:
+        with self.lock:
+            self.done += 1
+            what = {"changed": f"{_outcome(result)} as {result.object}",
+                    "pending": "order pending at SCM",
+                    "failed": "FAILED: " + result.message}.get(result.outcome,
+                                                               _outcome(result))
+            self.out.write(self.redact(f"[{self.done}/{self.total}] {result.profile} on "
+                                       f"{result.firewall}: {what} "
+                                       f"({result.seconds:.1f} s)") + "\n")
+            self.out.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
@@ -236,18 +321,54 @@ def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
                    for row in rows)
 
 
+def _outcome(r: "Result") -> str:
+    if r.outcome == "changed":
+        return {"enroll": "enrolled", "renew": "renewed"}.get(r.action, "installed")
+    if r.outcome == "ok":
+        return r.message or "ok"
+    return r.outcome
+
+
 def print_results(results: Sequence["Result"], out: TextIO,
                   redact: Callable[[str], str] = lambda s: s) -> None:
     rows = [("PROFILE", "FIREWALL", "OBJECT", "RESULT", "EXPIRES", "SCM ID")]
     for r in results:
-        rows.append((r.profile, r.firewall, r.object or "-",
-                     r.action if r.action != "none" else (r.message or "ok"),
+        rows.append((r.profile, r.firewall, r.object or "-", _outcome(r),
                      f"{r.not_after:%Y-%m-%d}" if r.not_after else "-", r.cert_id or "-"))
     out.write(redact(table(rows)))
     for r in results:
-        if r.failed:
+        if r.failed or r.outcome == "pending":
             out.write(redact(f"{r.profile}: {r.message}") + "\n")
     out.flush()
+
+
+def status_table(results: Sequence["Result"]) -> str:
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [("PROFILE", "FIREWALL", "OBJECT", "COMMON NAME", "KEY", "ISSUER", "NOT AFTER",
+             "DAYS", "STATE", "SCM ID")]
+    for r in results:
+        rows.append((r.profile, r.firewall, r.object or "-", r.common_name or "-",
+                     r.key or "-", r.issuer or "-",
+                     f"{r.not_after:%Y-%m-%d}" if r.not_after else "-",
+                     str(int((r.not_after - now).total_seconds() // 86400))
+                     if r.not_after else "-", r.state, r.cert_id or "-"))
+    notes = [f"{r.profile}: {r.message}" for r in results
+             if r.state != "ok" and r.message and r.message != "up to date"]
+    return table(rows) + "".join(n + "\n" for n in notes)
+
+
+def plan_text(results: Sequence["Result"]) -> str:
+    lines = ["Dry run: nothing was changed and nothing was ordered."]
+    for r in results:
+        head = f"{r.profile} on {r.firewall} ({r.state})"
+        if r.failed:
+            lines.append(f"{head}: would stop: {r.message}")
+        elif not r.plan:
+            lines.append(f"{head}: nothing to do")
+        else:
+            lines.append(f"{head}:")
+            lines += [f"  {n}. {step}" for n, step in enumerate(r.plan, 1)]
+    return "\n".join(lines) + "\n"
 
 
 def cmd_secrets(args: argparse.Namespace, out: TextIO) -> int:
@@ -305,8 +426,8 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
         args = parser.parse_args(translate_legacy(raw))
     except UsageError as exc:
         parser.error(str(exc))  # prints usage and exits 2
-    if args.command in ("enroll", "renew"):
-        return cmd_certificates(args, out)
+    if args.command in ("status", "enroll", "renew"):
+        return cmd_run(args, out)
     if args.command in ("encrypt", "decrypt"):
         return cmd_secrets(args, out)
     if args.command == "lab":

@@ -51,6 +51,10 @@ ISO_COUNTRIES = set(
     "VN VU WF WS YE YT ZA ZM ZW".split())
 DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 CREDENTIALS_FILE = "sectigo_credentials.yaml"
+NOTIFICATIONS_FILE = "notifications.yaml"
+# The fields `encrypt` and the run-time decryption treat as secret, per kind of file.
+SECRET_FIELDS = ("client_secret", "scm_password", "api_key", "password")
+NOTIFICATION_SECRETS = ("password", "url")
 ENCRYPTED_MARKER = "-----BEGIN PGP MESSAGE-----"
 
 # Decrypts a GPG-armoured value in memory: (ciphertext, file, field) -> plaintext.
@@ -205,6 +209,35 @@ class EncryptionSettings:
 
 
 @dataclass(frozen=True)
+class EmailSettings:
+    host: str
+    sender: str
+    recipients: Tuple[str, ...]
+    port: int = 587
+    starttls: bool = True
+    username: Optional[str] = None
+    password: Optional[Secret] = None
+    ca_bundle: Optional[str] = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: Secret  # incoming-webhook URLs carry their token
+    ca_bundle: Optional[str] = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """Alerts on failures, and on certificates the run left within `expiry_warning_days`."""
+
+    expiry_warning_days: int = 14
+    email: Optional[EmailSettings] = None
+    webhook: Optional[WebhookSettings] = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     base_dir: str
@@ -217,10 +250,17 @@ class Config:
     firewalls: Dict[str, FirewallProfile] = field(default_factory=dict)
     certificates: Dict[str, CertificateProfile] = field(default_factory=dict)
     max_parallel_firewalls: int = 16
+    metrics_file: Optional[str] = None
+    notifications: Optional[NotificationSettings] = None
 
     def secrets(self) -> List[str]:
         """Every secret value, for the log redaction filter."""
         values: List[Optional[Secret]] = []
+        if self.notifications:
+            if self.notifications.email:
+                values.append(self.notifications.email.password)
+            if self.notifications.webhook:
+                values.append(self.notifications.webhook.url)
         for fw in self.firewalls.values():
             values += [fw.api_key, fw.password]
         if self.scm:
@@ -489,7 +529,7 @@ def https_url(fields: Fields, key: str, required: bool = True) -> Any:
 # --- the files --------------------------------------------------------------------------------
 
 CONFIG_FIELDS = ("profiles_dir", "state_dir", "scm", "logging", "encryption", "renewal",
-                 "max_parallel_firewalls")
+                 "max_parallel_firewalls", "metrics")
 DEFAULT_PARALLEL = 16
 SCM_FIELDS = ("credentials_file", "credentials_label", "lookup_label", "ca_bundle",
               "verify_tls", "fingerprint", "timeout", "poll_interval", "poll_timeout")
@@ -550,8 +590,10 @@ def secret_files(path: str) -> Tuple[EncryptionSettings, List[str]]:
     top.only(CONFIG_FIELDS)
     base = os.path.dirname(path)
     profiles_dir, _, credentials = _paths(top, base)
+    notifications = os.path.join(profiles_dir, NOTIFICATIONS_FILE)
     files = ([credentials] if os.path.isfile(credentials) else []) + \
-        _firewall_files(profiles_dir)
+        _firewall_files(profiles_dir) + \
+        ([notifications] if os.path.isfile(notifications) else [])
     return _encryption(top, base), files
 
 
@@ -612,7 +654,8 @@ def load_config(path: str, make_decryptor: Optional[Callable[[EncryptionSettings
     for filename in sorted(os.listdir(profiles_dir)):
         file_path = os.path.join(profiles_dir, filename)
         if not filename.endswith((".yaml", ".yml")) or filename.startswith("fw_") or \
-                os.path.abspath(file_path) == credentials_path:
+                os.path.abspath(file_path) == credentials_path or \
+                filename == NOTIFICATIONS_FILE:
             continue
         profile = load_certificate(file_path, firewalls, renew_days,
                                    scm.credentials if scm else None)
@@ -626,9 +669,59 @@ def load_config(path: str, make_decryptor: Optional[Callable[[EncryptionSettings
                               f"'{claimed[key]}'; give each profile its own object_name",
                               profile.path, "object_name")
         claimed[key] = profile.name
+    metrics = top.section("metrics")
+    metrics.only(("file",))
+    notifications_path = os.path.join(profiles_dir, NOTIFICATIONS_FILE)
     return Config(path, base, profiles_dir, state_dir, logging_settings, encryption,
                   renew_days, scm, firewalls, certificates, max_parallel_firewalls=top.int(
-                      "max_parallel_firewalls", DEFAULT_PARALLEL, minimum=1, maximum=256))
+                      "max_parallel_firewalls", DEFAULT_PARALLEL, minimum=1, maximum=256),
+                  metrics_file=resolve(base, metrics.str("file")) if metrics.has("file")
+                  else None,
+                  notifications=load_notifications(notifications_path, decrypt)
+                  if os.path.isfile(notifications_path) else None)
+
+
+def load_notifications(path: str, decrypt: Optional[Decryptor]) -> NotificationSettings:
+    top = Fields(read_yaml(path), path, decrypt=decrypt)
+    top.only(("expiry_warning_days", "email", "webhook"))
+    base = os.path.dirname(path)
+    email = webhook = None
+    if top.has("email"):
+        fields = top.section("email")
+        fields.only(("host", "port", "starttls", "username", "password", "from", "to",
+                     "ca_bundle", "timeout"))
+        recipients = fields.str_list("to")
+        if not recipients:
+            raise fields.error("to", "give at least one recipient address")
+        for index, address in enumerate(recipients + [fields.str("from", required=True)]):
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+                raise fields.error(f"to[{index}]" if index < len(recipients) else "from",
+                                   f"'{address}' is not an e-mail address")
+        username, password = fields.str("username"), fields.secret("password")
+        if bool(username) != bool(password):
+            raise fields.error("password", "username and password go together")
+        starttls = fields.bool("starttls", True)
+        if password and not starttls:
+            raise fields.error("starttls", "a password is only sent over STARTTLS")
+        email = EmailSettings(fields.str("host", required=True), fields.str("from"),
+                              tuple(recipients), fields.int("port", 587, 1, 65535), starttls,
+                              username, password, fields.file("ca_bundle", base),
+                              fields.number("timeout", 30.0, 1.0))
+    if top.has("webhook"):
+        fields = top.section("webhook")
+        fields.only(("url", "ca_bundle", "timeout"))
+        url = fields.secret("url", required=True)
+        assert url is not None
+        if not url.reveal().startswith("https://"):
+            raise fields.error("url", "must be an https:// URL")
+        webhook = WebhookSettings(url, fields.file("ca_bundle", base),
+                                  fields.number("timeout", 30.0, 1.0))
+    if email is None and webhook is None:
+        raise top.error("email", "configure email, webhook or both (or remove the file)")
+    if email and email.password or webhook:
+        check_private(path)
+    return NotificationSettings(top.int("expiry_warning_days", 14, minimum=0, maximum=365),
+                                email, webhook)
 
 
 def load_firewalls(path: str, decrypt: Optional[Decryptor]) -> List[FirewallProfile]:

@@ -44,7 +44,7 @@ def run_demo(out: TextIO) -> int:
             out.write(f"  firewall {lab.panos_endpoint.url}, SCM {lab.scm_endpoint.url}\n\n")
 
             out.write("1. Enroll every sample certificate profile (keys made on the firewall):\n")
-            results = run(config, [], RunOptions(mode="enroll"))
+            results = run(config, [], RunOptions(mode="enroll")).results
             failed = [r for r in results if r.failed]
             running = parse_inventory(lab.panos.running_tree().find("shared"))
             rows: List[Tuple[str, ...]] = [("PROFILE", "FIREWALL OBJECT", "COMMON NAME", "KEY",
@@ -69,7 +69,7 @@ def run_demo(out: TextIO) -> int:
             old = running.service_profiles.get(SEED_PROFILE, "-")
             out.write(f"2. Force a renewal of {BOUND_PROFILE}, whose certificate "
                       f"SSL/TLS service profile {SEED_PROFILE} uses:\n")
-            renewed = run(config, [BOUND_PROFILE], RunOptions(mode="renew", force=True))[0]
+            renewed = run(config, [BOUND_PROFILE], RunOptions(mode="renew", force=True)).results[0]
             if renewed.failed:
                 out.write(f"FAILED {renewed.profile}: {renewed.message}\n")
                 return 1

@@ -45,60 +45,94 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Result:
-    """What happened to one certificate profile in this run."""
+    """What happened to one certificate profile in this run (or, in a dry run, would)."""
 
     profile: str
     firewall: str
     object: Optional[str] = None
-    action: str = "none"  # none | enrolled | renewed | pending | failed
+    # The certificate's condition when the run looked: ok | due | pending | missing |
+    # expired | revoked | error.
+    state: str = "ok"
+    # What the run did or would do: none | enroll | renew | collect | commit.
+    action: str = "none"
+    outcome: str = "ok"  # ok | changed | pending | failed | planned
     message: str = ""
     cert_id: Optional[str] = None
     not_after: Optional[dt.datetime] = None
     common_name: str = ""
     key: str = ""
     issuer: str = ""
+    plan: List[str] = field(default_factory=list)
+    ordered: bool = False  # a billable order was placed in this run
+    seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
-        return self.action == "failed"
+        return self.outcome == "failed"
 
     def fail(self, message: str) -> None:
-        self.action, self.message = "failed", message
+        self.outcome, self.message = "failed", message
+
+
+@dataclass
+class Report:
+    """A whole run: every certificate's result, and what it cost."""
+
+    results: List[Result]
+    commits: int = 0
+    started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    seconds: float = 0.0
+
+    @property
+    def orders(self) -> int:
+        return sum(1 for r in self.results if r.ordered)
 
 
 @dataclass
 class RunOptions:
     mode: str = "renew"  # "enroll": only missing certificates; "renew": everything due
     force: bool = False
+    dry_run: bool = False  # read only: plan, send no write and no order
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
     sleep: Callable[[float], None] = time.sleep
+    # Called with each certificate's final result, from the firewall's worker thread.
+    progress: Optional[Callable[[Result], None]] = None
+
+
+def assess(profile: CertificateProfile, entry: Optional[CertificateEntry],
+           now: dt.datetime) -> Tuple[str, Optional[str]]:
+    """The certificate's condition on the firewall, and why it must be replaced (None: it
+    need not be)."""
+    if entry is None:
+        return "missing", "no certificate on the firewall"
+    if entry.cert is None:
+        return "missing", "the object holds no certificate (only a request)"
+    if entry.status == "revoked":
+        return "revoked", "revoked"
+    not_after = entry.cert.not_valid_after_utc
+    if not_after <= now:
+        return "expired", f"expired on {not_after:%Y-%m-%d}"
+    if not_after - dt.timedelta(days=profile.renew_before_days) <= now:
+        return "due", f"expires on {not_after:%Y-%m-%d}, within {profile.renew_before_days} days"
+    if certs.key_label(entry.cert) != profile.key.label:
+        return "due", f"key changed in the profile ({certs.key_label(entry.cert)} -> " \
+                      f"{profile.key.label})"
+    missing = [n for n in profile.names if not certs.covers(entry.cert, n)]
+    if missing:
+        return "due", f"names added to the profile ({', '.join(missing)})"
+    return "ok", None
 
 
 def due_reason(profile: CertificateProfile, entry: Optional[CertificateEntry],
                now: dt.datetime, mode: str, force: bool) -> Optional[str]:
-    """Why this certificate must be replaced now, or None to leave it alone."""
-    if entry is None:
-        return "no certificate on the firewall"
-    if entry.cert is None:
-        return "the object holds no certificate (only a request)"
-    if mode == "enroll" and not force:
-        return None
+    """Why this run must replace the certificate, or None to leave it alone: `enroll` only
+    fills in missing certificates, `renew` replaces whatever needs it, --force everything."""
+    condition, reason = assess(profile, entry, now)
     if force:
-        return "renewal forced"
-    if entry.status == "revoked":
-        return "revoked"
-    not_after = entry.cert.not_valid_after_utc
-    if not_after <= now:
-        return f"expired on {not_after:%Y-%m-%d}"
-    if not_after - dt.timedelta(days=profile.renew_before_days) <= now:
-        return f"expires on {not_after:%Y-%m-%d}, within {profile.renew_before_days} days"
-    if certs.key_label(entry.cert) != profile.key.label:
-        return f"key changed in the profile ({certs.key_label(entry.cert)} -> " \
-               f"{profile.key.label})"
-    missing = [n for n in profile.names if not certs.covers(entry.cert, n)]
-    if missing:
-        return f"names added to the profile ({', '.join(missing)})"
-    return None
+        return reason or "renewal forced"
+    if mode == "enroll" and condition != "missing":
+        return None
+    return reason
 
 
 def renewal_name(base: str, taken: Sequence[str], today: dt.date) -> str:
@@ -131,6 +165,8 @@ class FirewallRun:
         self.panos = PanosClient(firewall, sleep=options.sleep)
         self.inventory = Inventory()
         self.states: Dict[str, CertState] = {}  # as loaded (and since saved) in this run
+        self.commits = 0  # commit jobs that succeeded
+        self.started = time.monotonic()
 
     def run(self) -> List[Result]:
         results = {p.name: Result(p.name, self.firewall.name, common_name=p.common_name,
@@ -140,8 +176,15 @@ class FirewallRun:
             self.inventory = self.panos.read_inventory()
         except PanosError as exc:
             for result in results.values():
+                result.state = "error"
                 result.fail(str(exc))
-            return list(results.values())
+            return self._done(results)
+        if self.options.mode == "status" or self.options.dry_run:
+            step = self.look if self.options.mode == "status" else self.plan
+            for profile in self.profiles:
+                self._attempt(profile, results[profile.name], step, profile,
+                              results[profile.name])
+            return self._done(results)
         # Steps 3-4 for every certificate: decide, generate, order. Nothing waits here.
         ordered: List[Tuple[CertificateProfile, CertState]] = []
         installed: List[CertState] = []
@@ -158,6 +201,14 @@ class FirewallRun:
         installed += self.collect_all(ordered, results)
         if not installed or self.commit(installed, results):
             self.cleanup(results)
+        return self._done(results)
+
+    def _done(self, results: Dict[str, Result]) -> List[Result]:
+        elapsed = time.monotonic() - self.started
+        for result in results.values():
+            result.seconds = elapsed
+            if self.options.progress:
+                self.options.progress(result)
         return list(results.values())
 
     def _attempt(self, profile: CertificateProfile, result: Result, step: Callable[..., Any],
@@ -173,6 +224,93 @@ class FirewallRun:
             log.error("%s: unexpected error", profile.name, exc_info=True)
         return None
 
+    # -- looking without touching: status and dry runs -------------------------------------
+
+    def _current(self, profile: CertificateProfile, result: Result
+                 ) -> Tuple[CertState, Optional[CertificateEntry]]:
+        state = self.store.load(profile.name)
+        current = state.object or profile.object_name
+        entry = self.inventory.certificates.get(current)
+        result.object, result.cert_id = current, state.cert_id
+        self._describe(result, entry)
+        result.state = "pending" if state.pending else assess(profile, entry,
+                                                              self.options.now())[0]
+        return state, entry
+
+    def look(self, profile: CertificateProfile, result: Result) -> None:
+        """`status`: the certificate's condition, from the one read and the state file."""
+        state, _ = self._current(profile, result)
+        if state.pending:
+            result.message = f"order {state.pending.order_id or '(being placed)'} in progress " \
+                             f"({state.pending.stage})"
+        elif state.rejected:
+            result.state = "error"
+            result.message = f"the last order ({state.rejected.get('order_id')}) " \
+                             f"{state.rejected.get('reason')}"
+
+    def plan(self, profile: CertificateProfile, result: Result) -> None:
+        """`--dry-run`: the steps a real run would take for this certificate, in order,
+        including the commits; nothing is written and nothing is ordered."""
+        state, entry = self._current(profile, result)
+        fw, pending = self.firewall.name, state.pending
+        steps: List[str] = []
+        if pending is None:
+            if state.rejected and not self.options.force:
+                raise AgentError(f"the last order ({state.rejected.get('order_id')}) "
+                                 f"{state.rejected.get('reason')}; a real run would stop here "
+                                 f"until: paloaltoagent.py renew {profile.name} --force")
+            reason = due_reason(profile, entry, self.options.now(), self.options.mode,
+                                self.options.force)
+            if reason is None:
+                result.message = "up to date"
+                steps += self._plan_cleanup(state, None)
+                result.plan = steps
+                return
+            new, old = self._new_object(profile), (result.object if entry else None)
+            kind = "renew" if state.cert_id else "enroll"
+            steps.append(f"generate {profile.key.label} key and CSR on {fw} as {new} "
+                         f"({reason})")
+            steps.append(f"renew SCM certificate {state.cert_id}" if kind == "renew" else
+                         f"enroll at SCM ({profile.validation}, profile "
+                         f"{profile.order.profile_id})")
+            steps.append("collect the new order")
+            stage = "generated"
+        else:
+            new, old, kind, stage = pending.object, pending.replaces, pending.kind, pending.stage
+            if stage == "ordering":
+                steps.append("find out whether the interrupted order reached SCM (.ids, or a "
+                             "search with scm.lookup_label), order only if it did not")
+            if stage == "generated":
+                steps.append(f"order at SCM with the CSR already in {new} on {fw}")
+            if stage in ("ordering", "generated"):
+                steps.append("collect the new order")
+            if stage == "ordered":
+                steps.append(f"collect order {pending.order_id}")
+        if stage != "installed":
+            steps.append(f"verify the chain; import the CA certificates not yet on {fw} and "
+                         f"the certificate into {new}")
+            targets = list(profile.ssl_tls_service_profiles)
+            if old and old != new:
+                targets += [p for p, c in self.inventory.service_profiles.items() if c == old]
+            for service in dict.fromkeys(targets):
+                if self.inventory.service_profiles.get(service) == new:
+                    continue
+                steps.append(f"point SSL/TLS service profile {service} at {new}"
+                             if service in self.inventory.service_profiles else
+                             f"create SSL/TLS service profile {service} for {new}")
+        steps.append(f"commit {fw} (partial, admin {self.firewall.admin})")
+        steps += self._plan_cleanup(state, old if old != new else None)
+        result.plan, result.outcome = steps, "planned"
+        result.action = {"ordered": "collect", "installed": "commit"}.get(stage, kind)
+        result.object = new
+
+    def _plan_cleanup(self, state: CertState, old: Optional[str]) -> List[str]:
+        names = [n for n in state.superseded + ([old] if old else [])]
+        if not names:
+            return []
+        return [f"delete {n} if nothing references it" for n in dict.fromkeys(names)] + \
+            [f"commit {self.firewall.name} again (partial, admin {self.firewall.admin})"]
+
     # -- steps 3-5 for one certificate ---------------------------------------------------
 
     def prepare(self, profile: CertificateProfile, result: Result) -> Optional[CertState]:
@@ -183,6 +321,8 @@ class FirewallRun:
         entry = self.inventory.certificates.get(current)
         result.object = current
         self._describe(result, entry)
+        result.state = "pending" if state.pending else assess(profile, entry,
+                                                              self.options.now())[0]
 
         if state.pending is None:
             if state.rejected and not self.options.force:
@@ -205,11 +345,14 @@ class FirewallRun:
         pending = state.pending
         assert pending is not None
         result.object = pending.object
+        result.action = {"ordered": "collect", "installed": "commit"}.get(pending.stage,
+                                                                         pending.kind)
 
         if pending.stage == "ordering":
             self._resume_ordering(profile, state)
         if pending.stage == "generated":
             self._order(profile, state, self._csr(profile, pending))
+            result.ordered = True
         return state
 
     def collect_all(self, waiting: List[Tuple[CertificateProfile, CertState]],
@@ -241,10 +384,10 @@ class FirewallRun:
                 for profile, state in waiting:
                     assert state.pending is not None
                     result = results[profile.name]
-                    result.action = "pending"
+                    result.outcome = "pending"
                     result.message = (f"order {state.pending.order_id} is still being "
                                       "processed by SCM; the next run collects it")
-                    log.warning("%s: %s", profile.name, result.message)
+                    log.info("%s: %s", profile.name, result.message)
                 break
             self.options.sleep(self.scm_settings.poll_interval)
         return installed
@@ -467,6 +610,7 @@ class FirewallRun:
             return
         log.info("%s: commit job %s started", self.firewall.name, job)
         self.panos.wait_job(job)
+        self.commits += 1
         log.info("%s: commit job %s succeeded", self.firewall.name, job)
 
     def commit(self, installed: List[CertState], results: Dict[str, Result]) -> bool:
@@ -485,7 +629,7 @@ class FirewallRun:
             old = pending.replaces
             if old and old != pending.object and old not in state.superseded:
                 state.superseded.append(old)
-            result.action = "renewed" if state.cert_id else "enrolled"
+            result.outcome = "changed"
             state.object, state.cert_id, state.api = pending.object, pending.order_id, \
                 pending.api
             state.pending = None
@@ -552,10 +696,12 @@ class FirewallRun:
             result.common_name = certs.subject_cn(entry.cert)
 
 
-def run(config: Config, names: Sequence[str], options: RunOptions) -> List[Result]:
+def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
     """Steps 2-6 for the selected certificate profiles (all when `names` is empty), on up to
     max_parallel_firewalls firewalls at once; a slow or dead firewall holds up only its own
-    thread (and only up to its timeouts)."""
+    thread (and only up to its timeouts). With mode "status" or a dry run, only reads."""
+    report = Report([])
+    started = time.monotonic()
     profiles = [config.certificates[n] for n in names] if names else \
         list(config.certificates.values())
     store = StateStore(config.state_dir)
@@ -591,20 +737,30 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> List[Resul
         if not firewall.tls.verify and not firewall.tls.fingerprint:
             log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
                         "connection can be intercepted", firewall.name)
+        worker = FirewallRun(config.scm, firewall, by_firewall[name], store, scm, lookup,
+                             options)
         try:
-            return FirewallRun(config.scm, firewall, by_firewall[name], store, scm, lookup,
-                               options).run()
+            return worker.run()
         except Exception as exc:  # a surprise on one firewall must not stop the others
             log.error("%s: unexpected error", name, exc_info=True)
-            return [Result(p.name, name, action="failed",
+            return [Result(p.name, name, state="error", outcome="failed",
                            message=f"unexpected error: {type(exc).__name__}: {exc}")
                     for p in by_firewall[name]]
+        finally:
+            with made:
+                report.commits += worker.commits
 
-    with store.lock():
+    def all_firewalls() -> List[List[Result]]:
         if workers == 1:
-            batches = [one_firewall(name) for name in by_firewall]
-        else:
-            with ThreadPoolExecutor(max_workers=workers,
-                                    thread_name_prefix="firewall") as pool:
-                batches = list(pool.map(one_firewall, by_firewall))
-    return [result for batch in batches for result in batch]
+            return [one_firewall(name) for name in by_firewall]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="firewall") as pool:
+            return list(pool.map(one_firewall, by_firewall))
+
+    if options.mode == "status" or options.dry_run:
+        batches = all_firewalls()  # read only: no need to keep other runs out
+    else:
+        with store.lock():
+            batches = all_firewalls()
+    report.results = [result for batch in batches for result in batch]
+    report.seconds = time.monotonic() - started
+    return report

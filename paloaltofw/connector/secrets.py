@@ -25,15 +25,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import yaml
 
-from .config import (ENCRYPTED_MARKER, EncryptionSettings, check_private, read_yaml)
+from .config import (ENCRYPTED_MARKER, NOTIFICATION_SECRETS, NOTIFICATIONS_FILE, SECRET_FIELDS,
+                     EncryptionSettings, check_private, read_yaml)
 from .errors import ConfigError
 from .state import atomic_write
 
 logging.getLogger("gnupg").setLevel(logging.ERROR)
 log = logging.getLogger(__name__)
 
-# Secret fields per kind of file (config.SECRET_FIELDS lists the same names).
-SECRET_FIELDS = ("client_secret", "scm_password", "api_key", "password")
 
 
 class Gpg:
@@ -162,11 +161,13 @@ def secret_spots(path: str, text: str) -> List[Spot]:
     spots: List[Spot] = []
     if not isinstance(root, yaml.MappingNode):
         return spots
+    secret = NOTIFICATION_SECRETS if os.path.basename(path) == NOTIFICATIONS_FILE \
+        else SECRET_FIELDS
     for label_node, block in root.value:
         if not isinstance(block, yaml.MappingNode):
             continue
         for key_node, value_node in block.value:
-            if key_node.value in SECRET_FIELDS and isinstance(value_node, yaml.ScalarNode) \
+            if key_node.value in secret and isinstance(value_node, yaml.ScalarNode) \
                     and value_node.value != "":
                 spots.append(Spot(f"{label_node.value}.{key_node.value}",
                                   value_node.start_mark.index, value_node.end_mark.index,
