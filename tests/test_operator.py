@@ -76,11 +76,41 @@ def test_status_shows_pending_orders_and_unreachable_firewalls(work: Any) -> Non
     assert work.run("enroll")[0] == 0
     code, report = work.run_json("status")
     assert code == 1 and {c["state"] for c in valid(report)["certificates"]} == {"pending"}
+    assert report["summary"]["pending"] == 3 and report["summary"]["ok"] == 0
+    assert report["summary"]["attention"] == 3
     edit_yaml(os.path.join(work.profiles, "fw_paloalto_config.yaml"), "lab-fw-01",
               url="https://127.0.0.1:9")
     code, report = work.run_json("status")
     assert code == 1 and {c["state"] for c in valid(report)["certificates"]} == {"error"}
     assert "connection failed" in report["certificates"][0]["error"]
+
+
+def test_status_with_an_unreadable_state_file_says_error(work: Any) -> None:
+    assert work.run("enroll")[0] == 0
+    with open(os.path.join(work.state, f"{PORTAL}.json"), "w") as handle:
+        handle.write("{not json")
+    code, report = work.run_json("status")
+    row = next(c for c in valid(report)["certificates"] if c["profile"] == PORTAL)
+    assert code == 1 and row["state"] == "error" and "unreadable" in row["error"]
+    code, out = work.run("status")
+    assert f"{PORTAL}: " in out and "unreadable" in out
+
+
+def test_json_document_also_when_nothing_could_run(work: Any) -> None:
+    with open(work.config, "a") as handle:
+        handle.write("bogus_field: 1\n")
+    code, report = work.run_json("renew")
+    assert code == 2 and valid(report)["certificates"] == []
+    assert "bogus_field" in report["error"] and report["exit_code"] == 2
+
+
+def test_enroll_says_why_it_leaves_a_revoked_certificate(work: Any) -> None:
+    assert work.run("enroll")[0] == 0
+    work.lab.panos.set_certificate_status("shop-example-com", "revoked")
+    code, report = work.run_json("enroll")
+    row = next(c for c in report["certificates"] if c["profile"] == "shop-ev-rsa4096")
+    assert code == 0 and row["state"] == "revoked" and row["action"] == "none"
+    assert "renew replaces it" in row["message"] and report["summary"]["attention"] == 1
 
 
 # --- dry runs ---------------------------------------------------------------------------------
@@ -153,6 +183,28 @@ def test_dry_run_renewal_of_a_bound_certificate_plans_repoint_delete_and_both_co
     assert work.state_of(PORTAL)["object"] == new
 
 
+def test_dry_run_of_an_interrupted_order_says_what_the_real_run_will_do(work: Any) -> None:
+    from lab.server import FaultRule
+    work.remove_sample_profiles()
+    work.profile("site")
+    work.lab.scm_endpoint.faults.add(FaultRule(kind="lose", skip=1,
+                                               match="POST /api/v1/certificates"))
+    assert work.run("enroll")[0] == 1  # the order's answer is lost
+    code, plan = work.run_json("renew", "--dry-run")
+    steps = plan["certificates"][0]["plan"]
+    assert code == 0 and steps[0].startswith("search SCM's orders for site.example.com")
+    with open(work.config) as handle:
+        data = yaml.safe_load(handle)
+    data["scm"].pop("lookup_label")
+    with open(work.config, "w") as handle:
+        yaml.safe_dump(data, handle)
+    code, plan = work.run_json("renew", "--dry-run")
+    assert code == 1 and "a real run stops here" in plan["certificates"][0]["error"]
+    code, plan = work.run_json("renew", "--dry-run", "--force")
+    assert plan["certificates"][0]["plan"][0].startswith("order again at SCM")
+    assert len(work.orders()) == 1  # dry runs ordered nothing
+
+
 def test_dry_run_text_on_a_terminal_free_output(work: Any) -> None:
     code, out = work.run("enroll", "--dry-run")
     assert code == 0
@@ -185,7 +237,10 @@ def test_metrics_file_is_prometheus_text(work: Any) -> None:
                                                        "shop-ev-rsa4096"}
     assert all(s.value > time.time() + 80 * 86400 for s in not_after)
     states = [s for s in families["paloaltoagent_certificate_state"].samples if s.value == 1]
-    assert {s.labels["state"] for s in states} == {"missing"}  # their state at the start
+    assert {s.labels["state"] for s in states} == {"ok"}  # after the run: all installed
+    code, _ = work.run("status")
+    assert code == 0 and open(os.path.join(work.root, "metrics", "paloaltoagent.prom")
+                              ).read() == text  # status does not touch the run's metrics
     assert families["paloaltoagent_run_success"].samples[0].value == 1
     assert families["paloaltoagent_run_orders"].samples[0].value == 3
     assert families["paloaltoagent_run_commits"].samples[0].value == 1

@@ -81,10 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "SCM, import, bind and commit. Also finishes pending orders.")
     enroll.add_argument("profiles", nargs="*", metavar="PROFILE",
                         help="certificate profile names (default: all)")
-    for sub in (enroll,):
-        sub.add_argument("--dry-run", action="store_true",
-                         help="only read: print what would be done, order and write nothing")
-        sub.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
     renew = commands.add_parser(
         "renew", parents=[common], help="renew certificates that are due (for cron)",
         description="Replace every certificate that is missing, expired, revoked, within its "
@@ -94,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="certificate profile names (default: all)")
     renew.add_argument("--force", action="store_true",
                        help="replace even if not due, or after a refused/interrupted order")
-    renew.add_argument("--dry-run", action="store_true",
-                       help="only read: print what would be done, order and write nothing")
-    renew.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    for sub in (enroll, renew):
+        sub.add_argument("--dry-run", action="store_true",
+                         help="only read: print what would be done, order and write nothing")
+        sub.add_argument("--json", action="store_true", help="one JSON document on stdout")
     for verb, action in (("encrypt", "replace plaintext secrets with GPG ciphertext"),
                          ("decrypt", "restore plaintext secrets for editing")):
         sub = commands.add_parser(
@@ -206,16 +204,26 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """status, enroll and renew: configuration, EULA, the run, then what it reports."""
     from . import eula, logs
     from .errors import AgentError, ConfigError, EulaNotAccepted
-    from .lifecycle import RunOptions, run
+    from .lifecycle import Report, RunOptions, run
     from .state import StateStore
 
     redact = logs.setup("INFO", stderr_level(args))
     log = logging.getLogger("paloaltoagent")
+    dry_run = getattr(args, "dry_run", False)
+
+    def stop(code: int, message: str) -> int:
+        """A run that does nothing: one line on stderr, and with --json a document too."""
+        log.error("%s", message)
+        if args.json:
+            from .report import document, to_json
+            out.write(redact.redact(to_json(document(Report([]), args.command, dry_run, code,
+                                                     error=message))))
+        return code
+
     try:
         config = load(args)
     except ConfigError as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
+        return stop(EXIT_CONFIG, str(exc))
     redact.add(config.secrets())
     logs.setup("DEBUG" if args.verbose else config.logging.level, stderr_level(args),
                config.logging.file, config.logging.max_bytes, config.logging.backup_count,
@@ -225,37 +233,31 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin,
                              sys.stderr if args.json else out)
     except EulaNotAccepted as exc:
-        log.error("%s", exc)
-        return EXIT_EULA
+        return stop(EXIT_EULA, str(exc))
     except ConfigError as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
+        return stop(EXIT_CONFIG, str(exc))
     if not config.certificates:
         log.warning("no certificate profiles in %s; copy one from profiles_sample/",
                     config.profiles_dir)
-        return EXIT_OK
-    dry_run = getattr(args, "dry_run", False)
     log.info("%s%s: %s %s", args.command, " (dry run)" if dry_run else "", __version__,
              ", ".join(args.profiles) or "all certificate profiles")
     interactive = not args.json and _isatty(out) and not args.quiet
-    progress = Progress(out, redact.redact, len(args.profiles) or len(config.certificates)) \
+    count = len(dict.fromkeys(args.profiles)) or len(config.certificates)
+    progress = Progress(out, redact.redact, count) \
         if interactive and args.command != "status" else None
     try:
         report = run(config, args.profiles, RunOptions(
             mode=args.command, force=getattr(args, "force", False), dry_run=dry_run,
             progress=progress.line if progress else None))
     except ConfigError as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
+        return stop(EXIT_CONFIG, str(exc))
     except AgentError as exc:  # another run holds the lock
-        log.error("%s", exc)
-        return EXIT_FAILED
+        return stop(EXIT_FAILED, str(exc))
     failed = [r for r in report.results if r.failed]
     attention = [r for r in report.results if r.state != "ok"]
     code = EXIT_FAILED if failed or (args.command == "status" and attention) else EXIT_OK
     for result in failed:
         log.error("FAILED %s (%s): %s", result.profile, result.firewall, result.message)
-    after_run(config, report, args.command, dry_run, not failed, redact.redact)
     if args.json:
         from .report import document, to_json
         out.write(redact.redact(to_json(document(report, args.command, dry_run, code))))
@@ -267,24 +269,24 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         # On a terminal, the whole table; from cron, only what went wrong (cron mails it).
         print_results(report.results if interactive else failed, out, redact.redact)
     out.flush()
+    if args.command != "status" and not dry_run:
+        after_run(config, report, args.command, not failed, redact.redact)
     return code
 
 
-def after_run(config: "Config", report: "Report", command: str, dry_run: bool, success: bool,
+def after_run(config: "Config", report: "Report", command: str, success: bool,
               redact: Callable[[str], str]) -> None:
-    """Metrics and alerts; neither changes the run's exit code."""
+    """Metrics and alerts of an enroll or renew run; neither changes its exit code."""
     log = logging.getLogger("paloaltoagent")
-    if dry_run:
-        return
-    if config.metrics_file:
-        from .report import write_metrics
-        try:
+    try:
+        if config.metrics_file:
+            from .report import write_metrics
             write_metrics(config.metrics_file, report, command, success)
-        except OSError as exc:
-            log.error("could not write metrics to %s: %s", config.metrics_file, exc.strerror)
-    if config.notifications and command != "status":
-        from .notify import notify
-        notify(config.notifications, report, command, redact)
+        if config.notifications:
+            from .notify import notify
+            notify(config.notifications, report, command, redact)
+    except Exception as exc:  # reporting must not turn a good run into a crash
+        log.error("after the run: %s: %s", type(exc).__name__, redact(str(exc)))
 
 
 class Progress:
@@ -352,8 +354,8 @@ def status_table(results: Sequence["Result"]) -> str:
                      f"{r.not_after:%Y-%m-%d}" if r.not_after else "-",
                      str(int((r.not_after - now).total_seconds() // 86400))
                      if r.not_after else "-", r.state, r.cert_id or "-"))
-    notes = [f"{r.profile}: {r.message}" for r in results
-             if r.state != "ok" and r.message and r.message != "up to date"]
+    notes = [f"{r.profile}: {r.message}" for r in results if r.message and (
+        r.state != "ok" or r.failed) and r.message != "up to date"]
     return table(rows) + "".join(n + "\n" for n in notes)
 
 

@@ -30,18 +30,24 @@ log = logging.getLogger(__name__)
 USER_AGENT = "paloaltoagent"
 
 # Reads and idempotent writes: retry connection problems and transient statuses.
+# A server's Retry-After is honoured up to RETRY_AFTER_MAX seconds (urllib3's own default is
+# hours): beyond that the certificate fails this run and the next run tries again.
+RETRY_AFTER_MAX = 120
 SAFE = Retry(total=5, connect=3, read=2, other=0, status=4, backoff_factor=0.5, backoff_max=30,
              status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
-             respect_retry_after_header=True, raise_on_status=False)
+             respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX,
+             raise_on_status=False)
 # Firewall writes (commit, generate, import, set): a repeat is not harmless (a second commit
 # or generate), so only connection failures before sending, and "busy" answers, are retried.
 WRITE = Retry(total=3, connect=3, read=0, other=0, status=2, backoff_factor=1, backoff_max=30,
               status_forcelist=(429, 503), allowed_methods=None,
-              respect_retry_after_header=True, raise_on_status=False)
+              respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX,
+              raise_on_status=False)
 # Orders: only what cannot have been processed.
 BILLABLE = Retry(total=4, connect=3, read=0, other=0, status=4, backoff_factor=1,
                  backoff_max=60, status_forcelist=(429, 503), allowed_methods=None,
-                 respect_retry_after_header=True, raise_on_status=False)
+                 respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX,
+                 raise_on_status=False)
 
 
 class _PinnedAdapter(HTTPAdapter):

@@ -51,8 +51,8 @@ class Result:
     firewall: str
     object: Optional[str] = None
     # The certificate's condition when the run looked: ok | due | pending | missing |
-    # expired | revoked | error.
-    state: str = "ok"
+    # expired | revoked | error ("error" until it has been looked at).
+    state: str = "error"
     # What the run did or would do: none | enroll | renew | collect | commit.
     action: str = "none"
     outcome: str = "ok"  # ok | changed | pending | failed | planned
@@ -90,7 +90,8 @@ class Report:
 
 @dataclass
 class RunOptions:
-    mode: str = "renew"  # "enroll": only missing certificates; "renew": everything due
+    # "enroll": only missing certificates; "renew": everything due; "status": only look.
+    mode: str = "renew"
     force: bool = False
     dry_run: bool = False  # read only: plan, send no write and no order
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
@@ -167,10 +168,12 @@ class FirewallRun:
         self.states: Dict[str, CertState] = {}  # as loaded (and since saved) in this run
         self.commits = 0  # commit jobs that succeeded
         self.started = time.monotonic()
+        self.results: Dict[str, Result] = {}
 
     def run(self) -> List[Result]:
-        results = {p.name: Result(p.name, self.firewall.name, common_name=p.common_name,
-                                  key=p.key.label) for p in self.profiles}
+        results = self.results = {p.name: Result(p.name, self.firewall.name,
+                                                 common_name=p.common_name, key=p.key.label)
+                                  for p in self.profiles}
         # Step 3: one read tells what the firewall holds.
         try:
             self.inventory = self.panos.read_inventory()
@@ -228,7 +231,8 @@ class FirewallRun:
 
     def _current(self, profile: CertificateProfile, result: Result
                  ) -> Tuple[CertState, Optional[CertificateEntry]]:
-        state = self.store.load(profile.name)
+        """Load the state file and look at the certificate the profile has on the firewall."""
+        state = self.states[profile.name] = self.store.load(profile.name)
         current = state.object or profile.object_name
         entry = self.inventory.certificates.get(current)
         result.object, result.cert_id = current, state.cert_id
@@ -236,6 +240,22 @@ class FirewallRun:
         result.state = "pending" if state.pending else assess(profile, entry,
                                                               self.options.now())[0]
         return state, entry
+
+    def _decide(self, profile: CertificateProfile, state: CertState,
+                entry: Optional[CertificateEntry], result: Result) -> Optional[str]:
+        """Why this run replaces the certificate (None: it leaves it); the same for real runs
+        and dry runs. Raises when an earlier order was refused and --force is not given."""
+        if state.rejected and not self.options.force:
+            raise AgentError(f"the last order ({state.rejected.get('order_id')}) "
+                             f"{state.rejected.get('reason')}. Fix the cause, then run: "
+                             f"paloaltoagent.py renew {profile.name} --force")
+        reason = due_reason(profile, entry, self.options.now(), self.options.mode,
+                            self.options.force)
+        if reason is None:
+            result.message = "up to date" if result.state == "ok" else \
+                f"{assess(profile, entry, self.options.now())[1]}; enroll leaves it, " \
+                "renew replaces it"
+        return reason
 
     def look(self, profile: CertificateProfile, result: Result) -> None:
         """`status`: the certificate's condition, from the one read and the state file."""
@@ -255,14 +275,8 @@ class FirewallRun:
         fw, pending = self.firewall.name, state.pending
         steps: List[str] = []
         if pending is None:
-            if state.rejected and not self.options.force:
-                raise AgentError(f"the last order ({state.rejected.get('order_id')}) "
-                                 f"{state.rejected.get('reason')}; a real run would stop here "
-                                 f"until: paloaltoagent.py renew {profile.name} --force")
-            reason = due_reason(profile, entry, self.options.now(), self.options.mode,
-                                self.options.force)
+            reason = self._decide(profile, state, entry, result)
             if reason is None:
-                result.message = "up to date"
                 steps += self._plan_cleanup(state, None)
                 result.plan = steps
                 return
@@ -278,23 +292,17 @@ class FirewallRun:
         else:
             new, old, kind, stage = pending.object, pending.replaces, pending.kind, pending.stage
             if stage == "ordering":
-                steps.append("find out whether the interrupted order reached SCM (.ids, or a "
-                             "search with scm.lookup_label), order only if it did not")
+                steps += self._plan_interrupted(profile, pending)
+                stage = "ordered"
             if stage == "generated":
                 steps.append(f"order at SCM with the CSR already in {new} on {fw}")
-            if stage in ("ordering", "generated"):
                 steps.append("collect the new order")
-            if stage == "ordered":
+            elif stage == "ordered" and pending.order_id and not steps:
                 steps.append(f"collect order {pending.order_id}")
         if stage != "installed":
             steps.append(f"verify the chain; import the CA certificates not yet on {fw} and "
                          f"the certificate into {new}")
-            targets = list(profile.ssl_tls_service_profiles)
-            if old and old != new:
-                targets += [p for p, c in self.inventory.service_profiles.items() if c == old]
-            for service in dict.fromkeys(targets):
-                if self.inventory.service_profiles.get(service) == new:
-                    continue
+            for service in self._repoint_targets(profile, new, old):
                 steps.append(f"point SSL/TLS service profile {service} at {new}"
                              if service in self.inventory.service_profiles else
                              f"create SSL/TLS service profile {service} for {new}")
@@ -304,35 +312,64 @@ class FirewallRun:
         result.action = {"ordered": "collect", "installed": "commit"}.get(stage, kind)
         result.object = new
 
+    def _plan_interrupted(self, profile: CertificateProfile, pending: Pending) -> List[str]:
+        """What `_resume_ordering` will do with an order whose answer never arrived."""
+        ids = self.store.read_ids(profile.name)
+        if ids and ids != pending.ids_before:
+            return [f"resume order {ids}, recorded in .ids by the interrupted run",
+                    f"collect order {ids}"]
+        if self.options.force:
+            return [f"order again at SCM with the CSR already in {pending.object} (--force "
+                    "after an interrupted order)", "collect the new order"]
+        if self.scm_settings is not None and self.scm_settings.lookup is not None:
+            return [f"search SCM's orders for {profile.common_name} to find the interrupted "
+                    "order; adopt it, or order if it never reached SCM",
+                    "collect that order"]
+        raise AgentError(f"a previous run was interrupted while ordering at SCM (at "
+                         f"{pending.since}); a real run stops here until: paloaltoagent.py "
+                         f"renew {profile.name} --force (or set scm.lookup_label)")
+
     def _plan_cleanup(self, state: CertState, old: Optional[str]) -> List[str]:
-        names = [n for n in state.superseded + ([old] if old else [])]
-        if not names:
-            return []
-        return [f"delete {n} if nothing references it" for n in dict.fromkeys(names)] + \
-            [f"commit {self.firewall.name} again (partial, admin {self.firewall.admin})"]
+        """Deletes the cleanup would attempt, and its commit if any delete would happen. The
+        old object's service profiles are repointed first, so only other users keep it."""
+        steps, deleting = [], False
+        for name in dict.fromkeys(state.superseded + ([old] if old else [])):
+            if name not in self.inventory.certificates:
+                steps.append(f"commit the earlier delete of {name}")
+                deleting = True
+                continue
+            users = [d for d, c in self.inventory.other_references if c == name] if \
+                name == old else self.inventory.references(name)
+            if users:
+                steps.append(f"keep {name}: still used by {', '.join(users)}")
+            else:
+                steps.append(f"delete {name} if nothing references it")
+                deleting = True
+        if deleting:
+            steps.append(f"commit {self.firewall.name} again (partial, admin "
+                         f"{self.firewall.admin})")
+        return steps
+
+    def _repoint_targets(self, profile: CertificateProfile, new: str,
+                         old: Optional[str]) -> List[str]:
+        """The service profiles to point at `new`: the profile's own, and every one that
+        pointed at the object it replaces."""
+        targets = list(profile.ssl_tls_service_profiles)
+        if old and old != new:
+            targets += [p for p, c in self.inventory.service_profiles.items() if c == old]
+        return [t for t in dict.fromkeys(targets)
+                if self.inventory.service_profiles.get(t) != new]
 
     # -- steps 3-5 for one certificate ---------------------------------------------------
 
     def prepare(self, profile: CertificateProfile, result: Result) -> Optional[CertState]:
         """Decide, and bring a due certificate as far as an order at SCM; returns its state
         when it has an order to collect or a certificate waiting to be committed."""
-        state = self.states[profile.name] = self.store.load(profile.name)
-        current = state.object or profile.object_name
-        entry = self.inventory.certificates.get(current)
-        result.object = current
-        self._describe(result, entry)
-        result.state = "pending" if state.pending else assess(profile, entry,
-                                                              self.options.now())[0]
-
+        state, entry = self._current(profile, result)
+        current = result.object
         if state.pending is None:
-            if state.rejected and not self.options.force:
-                raise AgentError(f"the last order ({state.rejected.get('order_id')}) "
-                                 f"{state.rejected.get('reason')}. Fix the cause, then run: "
-                                 f"paloaltoagent.py renew {profile.name} --force")
-            reason = due_reason(profile, entry, self.options.now(), self.options.mode,
-                                self.options.force)
+            reason = self._decide(profile, state, entry, result)
             if reason is None:
-                result.message = "up to date"
                 return None
             log.info("%s: replacing the certificate on %s: %s", profile.name,
                      self.firewall.name, reason)
@@ -581,13 +618,7 @@ class FirewallRun:
                              "imported certificate with its private key; no service was "
                              "pointed at it")
         self.inventory.certificates[pending.object] = back
-        old = pending.replaces
-        targets = list(profile.ssl_tls_service_profiles)
-        if old and old != pending.object:
-            targets += [p for p, c in self.inventory.service_profiles.items() if c == old]
-        for service in dict.fromkeys(targets):
-            if self.inventory.service_profiles.get(service) == pending.object:
-                continue
+        for service in self._repoint_targets(profile, pending.object, pending.replaces):
             if service in self.inventory.service_profiles:
                 log.info("%s: pointing SSL/TLS service profile %s at %s", profile.name,
                          service, pending.object)
@@ -702,7 +733,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
     thread (and only up to its timeouts). With mode "status" or a dry run, only reads."""
     report = Report([])
     started = time.monotonic()
-    profiles = [config.certificates[n] for n in names] if names else \
+    profiles = [config.certificates[n] for n in dict.fromkeys(names)] if names else \
         list(config.certificates.values())
     store = StateStore(config.state_dir)
     store.ensure_writable()
@@ -743,9 +774,15 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
             return worker.run()
         except Exception as exc:  # a surprise on one firewall must not stop the others
             log.error("%s: unexpected error", name, exc_info=True)
-            return [Result(p.name, name, state="error", outcome="failed",
-                           message=f"unexpected error: {type(exc).__name__}: {exc}")
-                    for p in by_firewall[name]]
+            # What is already done (committed, failed, ordered) stays reported as such.
+            results = list(worker.results.values()) or \
+                [Result(p.name, name) for p in by_firewall[name]]
+            for result in results:
+                if result.outcome not in ("changed", "failed"):
+                    result.fail(f"unexpected error: {type(exc).__name__}: {exc}")
+                if options.progress:
+                    options.progress(result)
+            return results
         finally:
             with made:
                 report.commits += worker.commits

@@ -33,6 +33,9 @@ def problems(report: Report, warning_days: int, now: dt.datetime) -> List[str]:
         left = days_left(result, now)
         if result.failed:
             lines.append(f"FAILED {where}: {result.message}")
+        elif result.state in ("revoked", "expired") and result.outcome != "changed":
+            lines.append(f"{result.state.upper()} {where}: not replaced by this run"
+                         + (f" ({result.message})" if result.message else ""))
         elif left is not None and left <= warning_days and result.outcome != "changed":
             lines.append(f"EXPIRES in {left} days {where}: not renewed by this run"
                          + (f" ({result.message})" if result.message else ""))
@@ -47,24 +50,25 @@ def notify(settings: NotificationSettings, report: Report, command: str,
     if not lines:
         return
     host = socket.gethostname()
+    lines = [redact(line) for line in lines]
     subject = f"paloaltoagent on {host}: {len(lines)} certificate(s) need attention"
-    body = redact("\n".join([f"paloaltoagent {command} on {host}, "
-                             f"{report.started:%Y-%m-%d %H:%M} UTC:", ""] + lines))
+    body = "\n".join([f"paloaltoagent {command} on {host}, "
+                      f"{report.started:%Y-%m-%d %H:%M} UTC:", ""] + lines)
     if settings.email:
         try:
             send_email(settings.email, subject, body)
             log.info("alert e-mailed to %s", ", ".join(settings.email.recipients))
-        except (OSError, smtplib.SMTPException) as exc:
-            log.error("could not send the alert e-mail via %s: %s", settings.email.host,
-                      redact(str(exc)))
+        except Exception as exc:  # an alert must never break the run's own report
+            log.error("could not send the alert e-mail via %s: %s: %s", settings.email.host,
+                      type(exc).__name__, redact(str(exc)))
     if settings.webhook:
         try:
             post_webhook(settings.webhook, subject, body, lines)
             log.info("alert posted to the webhook")
-        except (requests.RequestException, ValueError) as exc:
+        except Exception as exc:
             log.error("could not post the alert to the webhook: %s",
                       http.describe(exc) if isinstance(exc, requests.RequestException)
-                      else exc)
+                      else f"{type(exc).__name__}: {redact(str(exc))}")
 
 
 def send_email(settings: EmailSettings, subject: str, body: str) -> None:
@@ -85,7 +89,8 @@ def send_email(settings: EmailSettings, subject: str, body: str) -> None:
 
 def post_webhook(settings: WebhookSettings, subject: str, body: str, lines: List[str]) -> None:
     """`text` is what Slack and Teams incoming webhooks display; `lines` is for others."""
-    session = http.Session(TlsSettings(ca_bundle=settings.ca_bundle), http.SAFE)
+    # WRITE: a POST that may have arrived is not sent again (no duplicate alerts).
+    session = http.Session(TlsSettings(ca_bundle=settings.ca_bundle), http.WRITE)
     response = session.post(settings.url.reveal(), timeout=settings.timeout,
                             json={"text": f"{subject}\n{body}", "lines": lines})
     if response.status_code >= 300:

@@ -284,10 +284,8 @@ class PanosClient:
                 wait = min(wait * 2, 60)
                 continue
             job = root.findtext("result/job")
-            if job:
-                return job.strip()
-            return None  # "There are no changes to commit."
-        return None
+            return job.strip() if job else None  # None: "There are no changes to commit."
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def wait_job(self, job: str) -> List[str]:
         """Poll `show jobs id` until FIN (bounded by commit_timeout); return the detail lines

@@ -38,21 +38,39 @@ def certificate(result: Result, now: dt.datetime) -> Dict[str, Any]:
             "seconds": round(result.seconds, 3)}
 
 
+def state_after(result: Result) -> str:
+    """The certificate's condition once the run is over (what `status` would now show)."""
+    if result.outcome == "changed":
+        return "ok"
+    if result.outcome == "pending":
+        return "pending"
+    return result.state
+
+
 def document(report: Report, command: str, dry_run: bool, exit_code: int,
-             now: Optional[dt.datetime] = None) -> Dict[str, Any]:
+             now: Optional[dt.datetime] = None, error: Optional[str] = None) -> Dict[str, Any]:
+    """The --json document. For `status` the counts describe states (nothing is done)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     results = report.results
+    if command == "status":
+        ok = sum(1 for r in results if r.state == "ok")
+        pending = sum(1 for r in results if r.state == "pending")
+    else:
+        ok = sum(1 for r in results if r.outcome == "ok")
+        pending = sum(1 for r in results if r.outcome == "pending")
     return {
         "schema": SCHEMA, "command": command, "dry_run": dry_run,
         "host": socket.gethostname(),
         "started": report.started.replace(microsecond=0).isoformat(),
         "duration_seconds": round(report.seconds, 3), "exit_code": exit_code,
-        "summary": {"certificates": len(results),
-                    "ok": sum(1 for r in results if r.outcome == "ok"),
+        "error": error,
+        "summary": {"certificates": len(results), "ok": ok,
                     "changed": sum(1 for r in results if r.outcome == "changed"),
-                    "pending": sum(1 for r in results if r.outcome == "pending"),
+                    "pending": pending,
                     "planned": sum(1 for r in results if r.outcome == "planned"),
                     "failed": sum(1 for r in results if r.failed),
+                    "attention": sum(1 for r in results if state_after(r) != "ok"
+                                     and r.outcome != "planned"),
                     "orders": report.orders, "commits": report.commits},
         "certificates": [certificate(r, now) for r in results],
     }
@@ -78,17 +96,17 @@ def metrics_text(report: Report, command: str, success: bool) -> str:
     def metric(name: str, kind: str, help_text: str, samples: List[str]) -> None:
         lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples])
 
-    per_cert = [r for r in report.results]
+    results = report.results
     metric("paloaltoagent_certificate_not_after_timestamp_seconds", "gauge",
            "Expiry of the certificate on the firewall (Unix time).",
            [f"paloaltoagent_certificate_not_after_timestamp_seconds"
             f"{_labels(profile=r.profile, firewall=r.firewall, object=r.object or '')} "
-            f"{int(r.not_after.timestamp())}" for r in per_cert if r.not_after is not None])
+            f"{int(r.not_after.timestamp())}" for r in results if r.not_after is not None])
     metric("paloaltoagent_certificate_state", "gauge",
-           "1 for the state the certificate was in when the run looked.",
+           "1 for the state the certificate is in after the run.",
            [f"paloaltoagent_certificate_state"
             f"{_labels(profile=r.profile, firewall=r.firewall, state=state)} "
-            f"{1 if r.state == state else 0}" for r in per_cert for state in STATES])
+            f"{1 if state_after(r) == state else 0}" for r in results for state in STATES])
     run_labels = _labels(command=command)
     for name, kind, help_text, value in (
             ("paloaltoagent_run_success", "gauge", "1 if the last run had no failure.",

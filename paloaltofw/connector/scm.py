@@ -63,8 +63,7 @@ class OAuth:
         cached token is missing or about to expire. With no URL yet, the request goes out
         without one and its 401 tells where tokens come from."""
         with self._lock:
-            if self.token_url and (not self._token or
-                                   time.monotonic() >= self._expires - TOKEN_SKEW):
+            if self.token_url and (not self._token or time.monotonic() >= self._expires):
                 self.fetch()
             return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
@@ -103,9 +102,11 @@ class OAuth:
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if not isinstance(token, str) or not token:
             raise ScmError("SCM token response has no access_token")
+        seconds = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 \
+            else 300.0
         self._token = token
-        self._expires = time.monotonic() + (float(lifetime) if isinstance(
-            lifetime, (int, float)) else 300.0)
+        # Renew TOKEN_SKEW early, or a quarter of the lifetime early for very short tokens.
+        self._expires = time.monotonic() + seconds - min(TOKEN_SKEW, seconds / 4)
 
     def invalidate(self, token: Optional[str] = None) -> None:
         """Forget the token (only if it is still `token`: another thread may have renewed
@@ -173,7 +174,7 @@ class ScmClient(abc.ABC):
                 self.oauth.discover(response)
                 continue
             return response
-        return response
+        raise AssertionError("unreachable: the second attempt always returns")
 
     def error(self, what: str, response: requests.Response) -> ScmError:
         body = _json(response)
@@ -323,8 +324,15 @@ class ClassicClient(ScmClient):
                 "commonName": common_name, "size": 200, "position": position})
             if response.status_code != 200:
                 raise self.error("order search", response)
-            page = response.json() if isinstance(response.json(), list) else []
+            try:
+                page = response.json()
+            except ValueError:
+                raise ScmError("SCM order search: the answer is not JSON") from None
+            if not isinstance(page, list):
+                raise ScmError("SCM order search: the answer is not a list")
             for item in page:
+                if not isinstance(item, dict):
+                    continue
                 order_id = str(item.get("sslId") or item.get("id") or "")
                 if not order_id or order_id in exclude:
                     continue
