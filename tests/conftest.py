@@ -6,9 +6,13 @@ Every test runs against real HTTPS on 127.0.0.1 and never reaches any other addr
 from __future__ import annotations
 
 import os
+import pty
+import select
+import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import requests
@@ -229,3 +233,32 @@ def fleet(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy) -
     yield work
     instance.stop()
     assert instance.internal_errors == 0, "the lab hit an internal error"
+
+
+def in_pty(args: List[str], answer: Optional[bytes]) -> Tuple[int, str]:
+    """Run the agent on a terminal; answer the EULA question when it comes."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"), *args], stdin=slave, stdout=slave,
+                               stderr=slave, close_fds=True)
+    os.close(slave)
+    output = b""
+    answered = False
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not answered and answer is not None and b"[yes/no]" in output:
+            os.write(master, answer)
+            answered = True
+        if process.poll() is not None and not ready:
+            break
+    code = process.wait(timeout=30)
+    os.close(master)
+    return code, output.decode("utf-8", "replace")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
-from conftest import AGENT_DIR
+from conftest import AGENT_DIR, in_pty
 
 AGENT = os.path.join(AGENT_DIR, "paloaltoagent.py")
 
@@ -20,35 +18,6 @@ def agent(*args: str, env: Optional[Dict[str, str]] = None,
           stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, AGENT, *args], capture_output=True, text=True,
                           timeout=180, env=env, stdin=stdin)
-
-
-def in_pty(args: List[str], answer: Optional[bytes]) -> Tuple[int, str]:
-    """Run the agent on a terminal; answer the EULA question when it comes."""
-    master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, AGENT, *args], stdin=slave, stdout=slave,
-                               stderr=slave, close_fds=True)
-    os.close(slave)
-    output = b""
-    answered = False
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-        if not answered and answer is not None and b"[yes/no]" in output:
-            os.write(master, answer)
-            answered = True
-        if process.poll() is not None and not ready:
-            break
-    code = process.wait(timeout=30)
-    os.close(master)
-    return code, output.decode("utf-8", "replace")
 
 
 def test_help_has_examples_and_a_crontab_line() -> None:

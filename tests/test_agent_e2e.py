@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 
 from lab import pki
-from lab.lab import SEED_CERTIFICATE, SEED_PROFILE
+from lab.lab import SEED_PROFILE
 from lab.panos_certs import certificate_entry
 
 SHARED = "shared/certificate/entry"

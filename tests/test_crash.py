@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import socket
 import ssl
 import subprocess
@@ -18,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import AGENT_DIR, edit_yaml
+from conftest import AGENT_DIR, edit_yaml, in_pty
 from connector.report import SCHEMA_FILE
 from lab.lab import SEED_PROFILE
 from lab.server import Endpoint, Response, Service, server_ssl_context
@@ -398,25 +396,8 @@ def test_without_a_terminal_a_failure_is_printed(work: Any) -> None:
 
 
 def test_on_a_terminal_a_progress_line_per_certificate_with_timings(work: Any) -> None:
-    master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, AGENT, "enroll", "--accept-eula", "--config",
-                                work.config], stdin=slave, stdout=slave, stderr=slave)
-    os.close(slave)
-    output = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 60)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    assert process.wait(timeout=60) == 0
-    os.close(master)
-    text = output.decode()
+    code, text = in_pty(["enroll", "--accept-eula", "--config", work.config], None)
+    assert code == 0, text
     progress = re.findall(r"\[(\d)/3\] (\S+) on lab-fw-01: enrolled as \S+ \((\d+\.\d) s\)",
                           text)
     assert sorted(p[1] for p in progress) == sorted([PORTAL, "intranet-ov-p384",

@@ -30,7 +30,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from . import http
+from . import certs, http
 from .config import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings
 from .errors import OrderRejected, ScmError
 
@@ -364,9 +364,7 @@ class ClassicClient(ScmClient):
             leaf = x509.load_pem_x509_certificates(response.content)[0]
         except (ValueError, IndexError):
             return True
-        return leaf.public_key().public_bytes(
-            serialization.Encoding.DER,
-            serialization.PublicFormat.SubjectPublicKeyInfo) == csr_key
+        return certs.spki(leaf.public_key()) == csr_key
 
     def _ssl_id(self, response: requests.Response, what: str) -> str:
         if not 200 <= response.status_code < 300:
