@@ -98,3 +98,30 @@ def test_renewal_of_every_certificate_two_commits_per_firewall(small_fleet: Any)
     assert len(reads) == FIREWALLS
     collects = [e for e in got["scm"] if e["method"] == "GET"]
     assert len(collects) == 3 * FIREWALLS * PER_FIREWALL  # two pending answers, then issued
+
+
+def test_a_ca_bundle_is_loaded_once_per_run_not_once_per_connection(small_fleet: Any,
+                                                                    monkeypatch: Any) -> None:
+    # urllib3 would build a context and read the bundle for every new connection: 30 ms of
+    # CPU each for the system bundle, paid per firewall (http.Shared).
+    import shutil
+    import ssl
+    assert small_fleet.run("enroll")[0] == 0
+    # The firewalls' own copy of the lab CA, so that SCM's connections are not counted.
+    bundle = os.path.join(small_fleet.lab.workdir, "firewalls-ca.pem")
+    shutil.copy(small_fleet.lab.paths["ca_bundle"], bundle)
+    fw_file = os.path.join(small_fleet.profiles, "fw_paloalto_config.yaml")
+    for service in small_fleet.lab.firewalls:
+        edit_yaml(fw_file, service.hostname, ca_bundle=bundle)
+    loaded: List[str] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, cafile: Any = None, *args: Any, **kwargs: Any) -> None:
+        loaded.append(str(cafile))
+        original(self, cafile, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    got = new_entries(small_fleet, lambda: small_fleet.run("renew", "--force"))
+    # Every firewall was read and written (two sessions each), and each is a new connection.
+    assert len({e["firewall"] for e in got["panos"] if e["write"]}) == FIREWALLS
+    assert loaded.count(bundle) == 1

@@ -73,6 +73,50 @@ def test_verification_off_needs_a_setting_and_warns_every_run(one: Any, capsys: 
         assert "TLS verification is OFF" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("hosts,trusted", [(["127.0.0.1"], True),
+                                           (["elsewhere.example"], False)])
+def test_the_shared_tls_context_still_checks_the_host_name(tls_pki: Any, tmp_path: Any,
+                                                           hosts: List[str],
+                                                           trusted: bool) -> None:
+    # A certificate from the trusted CA, but for another host, must be refused.
+    import http.server
+    import threading
+
+    import requests
+
+    from connector import http as agent_http
+    from lab.server import server_ssl_context
+    paths = tls_pki.write_files(str(tmp_path), hosts)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server.socket = server_ssl_context(paths["cert"], paths["key"]).wrap_socket(
+        server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        shared = agent_http.Shared()
+        tls = TlsSettings(ca_bundle=paths["ca_bundle"])
+        assert shared.context(tls) is not None
+        session = agent_http.Session(tls, host="https://127.0.0.1", shared=shared)
+        url = f"https://127.0.0.1:{server.server_address[1]}/"
+        if trusted:
+            assert session.head(url, timeout=10).status_code in (200, 404)
+        else:
+            with pytest.raises(requests.exceptions.SSLError, match="match|mismatch"):
+                session.head(url, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unreadable_ca_bundle_fails_that_firewall_with_a_clear_error(one: Any) -> None:
+    bundle = os.path.join(one.profiles, "broken-ca.pem")
+    with open(bundle, "w") as handle:
+        handle.write("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=bundle)
+    code, out = one.run("enroll")
+    assert code == 1 and "TLS verification failed" in out, out
+    assert one.panos_requests() == [] and one.orders() == []
+
+
 def test_scm_tls_is_verified(one: Any) -> None:
     one.edit_config("scm", ca_bundle=None)
     code, out = one.run("enroll")

@@ -132,7 +132,11 @@ def certificate_names(cert: x509.Certificate) -> List[str]:
 
 
 def covers(cert: x509.Certificate, name: str) -> bool:
-    present = certificate_names(cert)
+    return names_cover(certificate_names(cert), name)
+
+
+def names_cover(present: Sequence[str], name: str) -> bool:
+    """Whether a certificate with subjectAltNames `present` is valid for `name`."""
     try:
         address = ipaddress.ip_address(name)
         return any(p == str(address) for p in present)
@@ -172,6 +176,26 @@ def verify_issued(chain: Chain, csr_key_der: bytes, names: Sequence[str],
         if not _signed_by(child, parent):
             raise VerificationError(f"the signature on '{subject_cn(child)}' does not verify "
                                     f"with '{subject_cn(parent)}'")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the lifecycle asks of an installed certificate, read from it once (a fleet's
+    nightly run asks it of every certificate, several times)."""
+
+    not_after: dt.datetime
+    key_label: str
+    names: Sequence[str]
+    subject_cn: str
+    issuer_cn: str
+
+    def covers(self, name: str) -> bool:
+        return names_cover(self.names, name)
+
+
+def facts(cert: x509.Certificate) -> Facts:
+    return Facts(cert.not_valid_after_utc, key_label(cert), tuple(certificate_names(cert)),
+                 subject_cn(cert), issuer_cn(cert))
 
 
 def subject_cn(cert: x509.Certificate) -> str:

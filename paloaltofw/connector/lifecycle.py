@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import certs
+from . import certs, http
 from .config import CertificateProfile, Config, FirewallProfile, ScmSettings
 from .errors import AgentError, OrderRejected, PanosError, ScmError, VerificationError
 from .panos import CertificateEntry, Inventory, PanosClient
@@ -106,19 +106,19 @@ def assess(profile: CertificateProfile, entry: Optional[CertificateEntry],
     need not be)."""
     if entry is None:
         return "missing", "no certificate on the firewall"
-    if entry.cert is None:
+    facts = entry.facts
+    if facts is None:
         return "missing", "the object holds no certificate (only a request)"
     if entry.status == "revoked":
         return "revoked", "revoked"
-    not_after = entry.cert.not_valid_after_utc
-    if not_after <= now:
-        return "expired", f"expired on {not_after:%Y-%m-%d}"
-    if not_after - dt.timedelta(days=profile.renew_before_days) <= now:
-        return "due", f"expires on {not_after:%Y-%m-%d}, within {profile.renew_before_days} days"
-    if certs.key_label(entry.cert) != profile.key.label:
-        return "due", f"key changed in the profile ({certs.key_label(entry.cert)} -> " \
-                      f"{profile.key.label})"
-    missing = [n for n in profile.names if not certs.covers(entry.cert, n)]
+    if facts.not_after <= now:
+        return "expired", f"expired on {facts.not_after:%Y-%m-%d}"
+    if facts.not_after - dt.timedelta(days=profile.renew_before_days) <= now:
+        return "due", f"expires on {facts.not_after:%Y-%m-%d}, within " \
+                      f"{profile.renew_before_days} days"
+    if facts.key_label != profile.key.label:
+        return "due", f"key changed in the profile ({facts.key_label} -> {profile.key.label})"
+    missing = [n for n in profile.names if not facts.covers(n)]
     if missing:
         return "due", f"names added to the profile ({', '.join(missing)})"
     return "ok", None
@@ -155,7 +155,7 @@ class FirewallRun:
     def __init__(self, scm_settings: Optional[ScmSettings], firewall: FirewallProfile,
                  profiles: Sequence[CertificateProfile], store: StateStore,
                  scm: Callable[[], ScmClient], lookup: Callable[[], Optional[ClassicClient]],
-                 options: RunOptions) -> None:
+                 options: RunOptions, shared: Optional[http.Shared] = None) -> None:
         self.scm_settings = scm_settings
         self.firewall = firewall
         self.profiles = profiles
@@ -163,7 +163,7 @@ class FirewallRun:
         self.scm = scm
         self.lookup = lookup
         self.options = options
-        self.panos = PanosClient(firewall, sleep=options.sleep)
+        self.panos = PanosClient(firewall, sleep=options.sleep, shared=shared)
         self.inventory = Inventory()
         self.states: Dict[str, CertState] = {}  # as loaded (and since saved) in this run
         self.commits = 0  # commit jobs that succeeded
@@ -720,11 +720,10 @@ class FirewallRun:
             self.store.save(state)
 
     def _describe(self, result: Result, entry: Optional[CertificateEntry]) -> None:
-        if entry is not None and entry.cert is not None:
-            result.not_after = entry.cert.not_valid_after_utc
-            result.issuer = certs.issuer_cn(entry.cert)
-            result.key = certs.key_label(entry.cert)
-            result.common_name = certs.subject_cn(entry.cert)
+        facts = entry.facts if entry is not None else None
+        if facts is not None:
+            result.not_after, result.issuer = facts.not_after, facts.issuer_cn
+            result.key, result.common_name = facts.key_label, facts.subject_cn
 
 
 def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
@@ -743,6 +742,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
     workers = min(config.max_parallel_firewalls, len(by_firewall)) or 1
     clients: Dict[str, Optional[ScmClient]] = {}
     made = threading.Lock()
+    shared = http.Shared()  # TLS contexts and proxy settings, prepared once for all firewalls
 
     def scm() -> ScmClient:
         # Made on first use: a run with nothing due sends SCM nothing at all.
@@ -769,7 +769,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
             log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
                         "connection can be intercepted", firewall.name)
         worker = FirewallRun(config.scm, firewall, by_firewall[name], store, scm, lookup,
-                             options)
+                             options, shared)
         try:
             return worker.run()
         except Exception as exc:  # a surprise on one firewall must not stop the others

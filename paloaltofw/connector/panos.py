@@ -8,6 +8,7 @@ string, as pan-python does. Replies are parsed with defusedxml.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -21,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from defusedxml import ElementTree as SafeET
 
-from . import http
+from . import certs, http
 from .config import CertificateProfile, FirewallProfile
 from .errors import PanosError
 
@@ -46,6 +47,10 @@ class CertificateEntry:
     @property
     def fingerprint(self) -> Optional[bytes]:
         return self.cert.fingerprint(hashes.SHA256()) if self.cert else None
+
+    @functools.cached_property
+    def facts(self) -> Optional[certs.Facts]:
+        return certs.facts(self.cert) if self.cert is not None else None
 
 
 @dataclass
@@ -73,12 +78,15 @@ class PanosClient:
     """One firewall. Methods raise PanosError with the device's own message lines."""
 
     def __init__(self, profile: FirewallProfile,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 shared: Optional[http.Shared] = None) -> None:
         self.profile = profile
         self.url = profile.url + "/api/"
         # Reads may be repeated after a lost answer; writes (a commit, a generate) may not.
         # The writer is made on the first write: a run with nothing to change needs none.
-        self.session = http.Session(profile.tls, http.SAFE, host=profile.url)
+        self._shared = shared or http.Shared()
+        self.session = http.Session(profile.tls, http.SAFE, host=profile.url,
+                                    shared=self._shared)
         self._writer: Optional[http.Session] = None
         self._key = profile.api_key.reveal() if profile.api_key else None
         self._sleep = sleep
@@ -91,7 +99,8 @@ class PanosClient:
         if auth:
             headers["X-PAN-KEY"] = self._api_key()
         if write and self._writer is None:
-            self._writer = http.Session(self.profile.tls, http.WRITE, host=self.profile.url)
+            self._writer = http.Session(self.profile.tls, http.WRITE, host=self.profile.url,
+                                        shared=self._shared)
         session = self._writer if write else self.session
         try:
             if files:
