@@ -20,6 +20,15 @@ firewall is what latency, pending polls and commit time alone force:
     requests x latency + pending polls x poll_interval + commits x commit time
 
 and the fleet's bound is that times ceil(firewalls / parallelism).
+
+That bound counts no CPU at all, and here the lab's 200 emulated firewalls share this
+machine's cores with the agent. So the no-op scenario also runs a floor in the same
+invocation, against the same lab: `bench/floor_client.py`, a fresh interpreter that only
+reads each firewall once (one TLS connection and one config `get`, nothing parsed), with the
+same parallelism. `wall_over_floor` is the agent's wall time over the floor's: what
+everything the agent does beyond reaching the firewalls costs (interpreter and library
+imports, loading and validating the profiles, state files, reading the certificates). Wall
+times are medians of --repeat runs, agent and floor alternating.
 """
 
 from __future__ import annotations
@@ -30,17 +39,19 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import requests
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.path.join(ROOT, "paloaltofw", "paloaltoagent.py")
+FLOOR = os.path.join(ROOT, "bench", "floor_client.py")
 
 SCENARIOS = {
     "a": {"firewalls": 200, "certificates": 5, "due": False, "latency": 0.020,
@@ -63,6 +74,9 @@ class LabProcess:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.process.stdout is not None
         self.info = json.loads(self.process.stdout.readline())
+        self.info_path = os.path.join(workdir, "lab-info.json")
+        with open(self.info_path, "w") as handle:
+            json.dump(self.info, handle)
         self.session = requests.Session()
 
     def control(self, url: str, route: str, body: Dict[str, Any]) -> None:
@@ -149,8 +163,16 @@ def run_agent(config_path: str, *args: str) -> Tuple[int, float, int, float]:
     return process.returncode, wall, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
+def run_floor(lab: LabProcess, parallel: int) -> float:
+    """Wall seconds of the floor client (module docstring) against the lab's firewalls."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, FLOOR, lab.info_path, str(parallel)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
 def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
-            parallel: int) -> Dict[str, Any]:
+            parallel: int, repeat: int) -> Dict[str, Any]:
     logs = lab.info["logs"]
     before = {k: len(lines(v)) for k, v in logs.items()}
     lab_cpu = lab.cpu_seconds()
@@ -168,15 +190,25 @@ def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
                     scenario["pending_polls"] * scenario["poll_interval"] * scenario["due"] +
                     (len(commits) / firewalls) * scenario["commit_duration"])
     bound = math.ceil(firewalls / parallel) * per_firewall
+    floor: Optional[float] = None
+    if not scenario["due"]:
+        # Medians of alternating runs; the counts above are from the first agent run.
+        walls, floors = [wall], [run_floor(lab, parallel)]
+        for _ in range(repeat - 1):
+            walls.append(run_agent(config_path, "renew")[1])
+            floors.append(run_floor(lab, parallel))
+        wall, floor = statistics.median(walls), statistics.median(floors)
     return {"parallel": parallel, "exit": code, "firewall_requests": len(fw),
             "keygen_requests": sum(1 for e in fw if e.get("type") == "keygen"),
             "scm_requests": len(scm), "orders": len(orders), "commits": len(commits),
             "wall_s": round(wall, 2), "bound_s": round(bound, 2),
             "wall_over_bound": round(wall / bound, 2) if bound else None,
+            "floor_s": round(floor, 2) if floor else None,
+            "wall_over_floor": round(wall / floor, 2) if floor else None,
             "peak_rss_mb": rss, "agent_cpu_s": round(cpu, 2), "lab_cpu_s": round(lab_cpu, 2)}
 
 
-def scenario_run(name: str, parallel: int) -> List[Dict[str, Any]]:
+def scenario_run(name: str, parallel: int, repeat: int) -> List[Dict[str, Any]]:
     spec = SCENARIOS[name]
     workdir = tempfile.mkdtemp(prefix=f"bench-{name}-")
     lab = LabProcess(workdir, spec["firewalls"])
@@ -196,7 +228,7 @@ def scenario_run(name: str, parallel: int) -> List[Dict[str, Any]]:
             # certificate due on every run.
             set_parallel(config, p, 120 if spec["due"] else 30)
             print(f"  measuring with parallelism {p} ...", file=sys.stderr, flush=True)
-            results.append(measure(lab, config, spec, p))
+            results.append(measure(lab, config, spec, p, repeat))
         return results
     finally:
         lab.stop()
@@ -209,6 +241,9 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=16,
                         help="max_parallel_firewalls for the measured run (default 16, the "
                              "agent's default)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per wall-time figure of the no-op scenario, agent and floor "
+                             "alternating; the median is reported (default 3)")
     args = parser.parse_args()
     started = time.monotonic()
     help_runs = []
@@ -219,7 +254,7 @@ def main() -> int:
     report: Dict[str, Any] = {"cpus": os.cpu_count(),
                               "help_start_s": round(min(help_runs), 3)}
     for name in (["a", "b"] if args.scenario == "all" else [args.scenario]):
-        runs = scenario_run(name, args.parallel)
+        runs = scenario_run(name, args.parallel, max(1, args.repeat))
         spec = SCENARIOS[name]
         report[name] = {"spec": spec, "runs": runs,
                         "speedup_vs_parallel_1": round(runs[1]["wall_s"] / runs[0]["wall_s"],
