@@ -201,3 +201,28 @@ def test_overlapping_runs_the_second_stops_at_once(one: Any) -> None:
     assert "another paloaltoagent run (pid" in second.stderr
     assert first.wait(timeout=120) == 0
     assert len(one.orders()) == 1
+
+
+@pytest.mark.parametrize("environment,shared_context", [
+    ({}, True),
+    ({"no_proxy": "example.net"}, True),
+    ({"https_proxy": "https://proxy.invalid:3128"}, False),
+    ({"HTTPS_PROXY": "http://proxy.invalid:3128", "no_proxy": "192.0.2.7"}, True),
+    ({"all_proxy": "http://proxy.invalid:3128"}, False),
+])
+def test_proxied_firewalls_keep_the_proxy_checked_against_the_configured_trust(
+        monkeypatch: Any, tls_files: Dict[str, str], environment: Dict[str, str],
+        shared_context: bool) -> None:
+    # Through an HTTPS proxy urllib3 checks the proxy with the pool's CA path, which the
+    # shared-context adapter clears; so a proxied firewall keeps the per-connection path.
+    from connector import http as agent_http
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+                 "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    url = "https://192.0.2.7"
+    session = agent_http.Session(TlsSettings(ca_bundle=tls_files["ca_bundle"]), host=url,
+                                 shared=agent_http.Shared())
+    adapter = session.get_adapter(url + "/api/")
+    assert isinstance(adapter, agent_http._SharedContextAdapter) is shared_context

@@ -178,24 +178,27 @@ def verify_issued(chain: Chain, csr_key_der: bytes, names: Sequence[str],
                                     f"with '{subject_cn(parent)}'")
 
 
-@dataclass(frozen=True)
 class Facts:
     """What the lifecycle asks of an installed certificate, read from it once (a fleet's
-    nightly run asks it of every certificate, several times)."""
+    nightly run asks it of every certificate, several times). The subjectAltNames are read
+    only when asked for: an expired or revoked certificate is reported without them."""
 
-    not_after: dt.datetime
-    key_label: str
-    names: Sequence[str]
-    subject_cn: str
-    issuer_cn: str
+    def __init__(self, cert: x509.Certificate) -> None:
+        self._cert = cert
+        self.not_after: dt.datetime = cert.not_valid_after_utc
+        self.key_label = key_label(cert)
+        self.subject_cn = subject_cn(cert)
+        self.issuer_cn = issuer_cn(cert)
+        self._names: Optional[Sequence[str]] = None
+
+    @property
+    def names(self) -> Sequence[str]:
+        if self._names is None:
+            self._names = tuple(certificate_names(self._cert))
+        return self._names
 
     def covers(self, name: str) -> bool:
         return names_cover(self.names, name)
-
-
-def facts(cert: x509.Certificate) -> Facts:
-    return Facts(cert.not_valid_after_utc, key_label(cert), tuple(certificate_names(cert)),
-                 subject_cn(cert), issuer_cn(cert))
 
 
 def subject_cn(cert: x509.Certificate) -> str:

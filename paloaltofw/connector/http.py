@@ -154,7 +154,13 @@ class Session(requests.Session):
                 requests.utils.get_environ_proxies(host)
             self.trust_env = False
         self._pinned = bool(tls.fingerprint)
-        context = shared.context(tls) if shared else None
+        # Through a proxy, urllib3 verifies the proxy's own TLS with the pool's CA path, which
+        # the shared-context adapter clears: proxied sessions keep requests' usual path. So do
+        # requests releases without the documented hook (before 2.32), where clearing it
+        # would fall back to the system store.
+        direct = host is not None and not requests.utils.select_proxy(host, self.proxies)
+        context = shared.context(tls) if shared and direct and hasattr(
+            HTTPAdapter, "build_connection_pool_key_attributes") else None
         if tls.fingerprint:
             adapter: HTTPAdapter = _PinnedAdapter(tls.fingerprint, max_retries=retry,
                                                   pool_maxsize=pool_size)

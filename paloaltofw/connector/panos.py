@@ -8,7 +8,6 @@ string, as pan-python does. Replies are parsed with defusedxml.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import time
@@ -43,14 +42,20 @@ class CertificateEntry:
     csr_pem: Optional[str] = None
     cert: Optional[x509.Certificate] = None
     status: str = "valid"
+    _facts: Optional[certs.Facts] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> Optional[bytes]:
         return self.cert.fingerprint(hashes.SHA256()) if self.cert else None
 
-    @functools.cached_property
+    @property
     def facts(self) -> Optional[certs.Facts]:
-        return certs.facts(self.cert) if self.cert is not None else None
+        """Read from the certificate on first use. (Not functools.cached_property: before
+        Python 3.12 it takes one lock for all instances, which the firewall threads contend
+        for.) An entry belongs to one firewall's thread, so no lock is needed here."""
+        if self._facts is None and self.cert is not None:
+            self._facts = certs.Facts(self.cert)
+        return self._facts
 
 
 @dataclass
