@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import pytest
 from cryptography import x509
@@ -103,10 +103,13 @@ def test_lost_order_answer_without_lookup_is_never_reordered_silently(one: Any, 
 
 @pytest.mark.parametrize("api", ["enrollment", "classic"])
 @pytest.mark.parametrize("kind", ["drop", "lose"])
+@pytest.mark.parametrize("rerun", [("enroll",), ("renew", "site", "--force")])
 def test_lost_order_answer_is_resolved_by_looking_the_order_up(api: str, kind: str,
+                                                              rerun: Tuple[str, ...],
                                                               request: Any) -> None:
     """With classic credentials to search with, the next run finds the order the lost answer
-    would have named (or that none was placed) and ends with exactly one order."""
+    would have named (or that none was placed) and ends with exactly one order; --force (the
+    everyday "renew now") does not skip that search."""
     work = request.getfixturevalue("work" if api == "enrollment" else "classic_work")
     work.remove_sample_profiles()
     work.profile("site", ssl_tls_service_profiles=["Site-TLS"])
@@ -114,7 +117,7 @@ def test_lost_order_answer_is_resolved_by_looking_the_order_up(api: str, kind: s
     work.lab.scm_endpoint.faults.add(FaultRule(kind=kind, match=match,
                                                skip=1 if api == "enrollment" else 0))
     assert work.run("enroll")[0] == 1
-    code, out = work.run("enroll")
+    code, out = work.run(*rerun)
     assert code == 0, out
     assert len(work.orders()) == 1
     installed(work)

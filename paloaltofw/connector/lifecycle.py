@@ -318,13 +318,14 @@ class FirewallRun:
         if ids and ids != pending.ids_before:
             return [f"resume order {ids}, recorded in .ids by the interrupted run",
                     f"collect order {ids}"]
+        if self.scm_settings is not None and self.scm_settings.lookup is not None:
+            return [f"search SCM's orders for {profile.common_name} to find the interrupted "
+                    "order; adopt it, or order if it never reached SCM" +
+                    (" (or if several are found: --force)" if self.options.force else ""),
+                    "collect that order"]
         if self.options.force:
             return [f"order again at SCM with the CSR already in {pending.object} (--force "
                     "after an interrupted order)", "collect the new order"]
-        if self.scm_settings is not None and self.scm_settings.lookup is not None:
-            return [f"search SCM's orders for {profile.common_name} to find the interrupted "
-                    "order; adopt it, or order if it never reached SCM",
-                    "collect that order"]
         raise AgentError(f"a previous run was interrupted while ordering at SCM (at "
                          f"{pending.since}); a real run stops here until: paloaltoagent.py "
                          f"renew {profile.name} --force (or set scm.lookup_label)")
@@ -452,14 +453,16 @@ class FirewallRun:
     def _resume_ordering(self, profile: CertificateProfile, state: CertState) -> None:
         """A run stopped between sending an order and recording its id. Find out whether the
         order exists: SCM's answer may have reached `.ids`; otherwise a classic-API search
-        (scm.lookup_label) tells. Without either, only --force may order again."""
+        (scm.lookup_label) tells, with or without --force (the everyday "renew now" must not
+        skip it). Only when the search cannot decide, or there is none, may --force order
+        again."""
         pending = state.pending
         assert pending is not None
         ids = self.store.read_ids(profile.name)
         if ids and ids != pending.ids_before:
             self._adopt(profile, state, ids, "recorded in .ids by the interrupted run")
             return
-        lookup = self.lookup() if not self.options.force else None
+        lookup = self.lookup()
         if lookup is not None:
             csr_key = certs.csr_key(pending.csr) if pending.csr else None
             # A day early: SCM's dates are days, perhaps in another time zone.
@@ -474,11 +477,12 @@ class FirewallRun:
                          profile.name)
                 pending.stage = "generated"
                 return
-            raise AgentError(f"a previous run was interrupted while ordering and SCM has "
-                             f"several new orders for {profile.common_name} "
-                             f"({', '.join(found)}); check which is ours in SCM, then run: "
-                             f"paloaltoagent.py renew {profile.name} --force")
-        if not self.options.force:
+            if not self.options.force:
+                raise AgentError(f"a previous run was interrupted while ordering and SCM "
+                                 f"has several new orders for {profile.common_name} "
+                                 f"({', '.join(found)}); check which is ours in SCM, then "
+                                 f"run: paloaltoagent.py renew {profile.name} --force")
+        elif not self.options.force:
             raise AgentError(
                 f"a previous run was interrupted while ordering at SCM (at {pending.since}); "
                 f"an order may exist. Check SCM for an order for {profile.common_name}, then "
