@@ -125,6 +125,36 @@ def test_lost_order_answer_is_resolved_by_looking_the_order_up(api: str, kind: s
     assert events[-1].get("recovered") == ("found at SCM" if kind == "lose" else None)
 
 
+def test_an_order_whose_date_cannot_be_read_is_still_found_not_placed_again(
+        classic_work: Any, monkeypatch: Any) -> None:
+    # SCM answers dates as MM/DD/YYYY unless dateFormat=ISO is honoured (sectigo.md §5.6):
+    # an order the search cannot date must stay a candidate, not count as "never placed".
+    import json
+
+    from connector.scm import ClassicClient
+    classic_work.remove_sample_profiles()
+    classic_work.profile("site", ssl_tls_service_profiles=["Site-TLS"])
+    classic_work.lab.scm_endpoint.faults.add(FaultRule(kind="lose",
+                                                       match="POST /api/ssl/v1/enroll"))
+    assert classic_work.run("enroll")[0] == 1
+    real_request = ClassicClient.request
+
+    def us_dates(self: ClassicClient, method: str, url: str, what: str, *args: Any,
+                 **kwargs: Any) -> Any:
+        response = real_request(self, method, url, what, *args, **kwargs)
+        if what == "order details" and response.status_code == 200:
+            body = response.json()
+            body["requested"] = "11/28/2026"
+            response._content = json.dumps(body).encode()
+        return response
+
+    monkeypatch.setattr(ClassicClient, "request", us_dates)
+    code, out = classic_work.run("enroll")
+    assert code == 0, out
+    assert len(classic_work.orders()) == 1
+    installed(classic_work)
+
+
 def test_crash_after_scm_answered_resumes_from_the_ids_file(one: Any, monkeypatch: Any) -> None:
     real_save = StateStore.save
 

@@ -20,11 +20,11 @@ import ssl
 import threading
 import urllib.request
 import warnings
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InsecureRequestWarning, NameResolutionError, NewConnectionError
+from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
 
@@ -189,20 +189,32 @@ class Session(requests.Session):
 
 def never_sent(exc: BaseException) -> bool:
     """True when a transport error proves the request never reached the server: the TCP
-    connection or the TLS handshake failed (a timeout or reset after that may have been
-    processed)."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
-                        requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+    connection failed, or the server's certificate was refused (a TLS error while reading
+    the answer, a timeout or a reset after connecting may come after it was processed)."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.InvalidURL,
+                        requests.exceptions.MissingSchema)):
         return True
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        cause: Optional[BaseException] = exc
-        while cause is not None:
-            if isinstance(cause, (NewConnectionError, NameResolutionError)):
-                return True
-            cause = cause.__cause__ or cause.__context__ or (
-                getattr(cause, "reason", None) if isinstance(getattr(cause, "reason", None),
-                                                             BaseException) else None)
+    if not isinstance(exc, requests.exceptions.ConnectionError):  # SSLError is one too
+        return False
+    for cause in _causes(exc):
+        if isinstance(cause, (NewConnectionError, ssl.SSLCertVerificationError)):
+            return True
+        # urllib3 checks a fingerprint pin after the handshake, before sending anything.
+        if "Fingerprints did not match" in str(cause):
+            return True
     return False
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (__cause__, __context__, urllib3's reason)."""
+    seen = set()
+    cause: Optional[BaseException] = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        reason = getattr(cause, "reason", None)
+        cause = cause.__cause__ or cause.__context__ or (
+            reason if isinstance(reason, BaseException) else None)
 
 
 def describe(exc: Union[requests.RequestException, Exception], url: Optional[str] = None) -> str:

@@ -188,6 +188,28 @@ class ScmClient(abc.ABC):
         return cls(f"SCM {what}: {text} (HTTP {response.status_code})", response.status_code,
                    code if isinstance(code, int) else None)
 
+    def order_id(self, response: requests.Response, what: str, key: str) -> str:
+        """The id of the order SCM just accepted, from `key` of its JSON answer."""
+        if not 200 <= response.status_code < 300:
+            raise self.error(what, response)
+        value = _json(response).get(key)
+        if not isinstance(value, (int, str)) or not str(value).strip():
+            # Classic renewById is documented as 200 {"sslId"}, but a client's tests expect
+            # 204 (sectigo.md §5.7, §8.12): an order may exist whose id we do not know.
+            raise ScmError(f"SCM {what}: accepted (HTTP {response.status_code}) but the answer "
+                           f"has no {key}, so the order cannot be followed",
+                           response.status_code)
+        return str(value)
+
+    def download(self, url: str, what: str, **kwargs: Any) -> Optional[bytes]:
+        """The issued certificate and chain, or None while SCM is still processing."""
+        response = self.request("GET", url, what, **kwargs)
+        if response.status_code == 200:
+            return response.content
+        if self.pending(response):
+            return None
+        raise self.error(what, response)
+
     def pending(self, response: requests.Response) -> bool:
         """Exactly the documented "not issued yet" answers (sectigo.md §5.5, §6.4)."""
         body = _json(response)
@@ -226,32 +248,16 @@ class EnrollmentClient(ScmClient):
     def enroll(self, csr_pem: str, profile: CertificateProfile) -> str:
         response = self.request("POST", f"{self.base}/certificates", "enroll", billable=True,
                                 json=self._body(csr_pem, profile))
-        return self._order_id(response, "enroll", "certId")
+        return self.order_id(response, "enroll", "certId")
 
     def renew(self, cert_id: str, csr_pem: str, profile: CertificateProfile) -> str:
         response = self.request("POST", f"{self.base}/certificates/{cert_id}/renew",
                                 f"renew of {cert_id}", billable=True,
                                 json=self._body(csr_pem, profile, renewal=True))
-        return self._order_id(response, f"renew of {cert_id}", "certId")
+        return self.order_id(response, f"renew of {cert_id}", "certId")
 
     def collect(self, order_id: str) -> Optional[bytes]:
-        response = self.request("GET", f"{self.base}/certificates/{order_id}",
-                                f"download of {order_id}")
-        if response.status_code == 200:
-            return response.content
-        if self.pending(response):
-            return None
-        raise self.error(f"download of {order_id}", response)
-
-    def _order_id(self, response: requests.Response, what: str, key: str) -> str:
-        if response.status_code not in (200, 201):
-            raise self.error(what, response)
-        value = _json(response).get(key)
-        if not isinstance(value, (int, str)) or not str(value).strip():
-            raise ScmError(f"SCM {what}: accepted (HTTP {response.status_code}) but the answer "
-                           f"has no {key}, so the order cannot be followed", response.status_code)
-        return str(value)
-
+        return self.download(f"{self.base}/certificates/{order_id}", f"download of {order_id}")
 
 class ClassicClient(ScmClient):
     """The classic REST API under /api/ssl/v1 (sectigo.md §5)."""
@@ -293,24 +299,18 @@ class ClassicClient(ScmClient):
             body["customFields"] = [{"name": k, "value": v} for k, v in order.custom_fields]
         response = self.request("POST", f"{self.base}/enroll", "enroll", billable=True,
                                 json=body)
-        return self._ssl_id(response, "enroll")
+        return self.order_id(response, "enroll", "sslId")
 
     def renew(self, cert_id: str, csr_pem: str, profile: CertificateProfile) -> str:
         # Always a JSON object: an empty or non-object body is -1002 (python-cert_manager #220).
         response = self.request("POST", f"{self.base}/renewById/{cert_id}",
                                 f"renew of {cert_id}", billable=True,
                                 json={"csr": csr_pem.strip()})
-        return self._ssl_id(response, f"renew of {cert_id}")
+        return self.order_id(response, f"renew of {cert_id}", "sslId")
 
     def collect(self, order_id: str) -> Optional[bytes]:
-        response = self.request("GET", f"{self.base}/collect/{order_id}",
-                                f"collect of {order_id}",
-                                params={"format": self.COLLECT_FORMAT})
-        if response.status_code == 200:
-            return response.content
-        if self.pending(response):
-            return None
-        raise self.error(f"collect of {order_id}", response)
+        return self.download(f"{self.base}/collect/{order_id}", f"collect of {order_id}",
+                             params={"format": self.COLLECT_FORMAT})
 
     def find_orders(self, common_name: str, since: dt.date, exclude: Set[str],
                     csr_key: Optional[bytes]) -> List[str]:
@@ -342,10 +342,11 @@ class ClassicClient(ScmClient):
                     raise self.error(f"details of {order_id}", details)
                 info = _json(details)
                 try:
-                    requested = dt.date.fromisoformat(str(info.get("requested"))[:10])
+                    requested: Optional[dt.date] = dt.date.fromisoformat(
+                        str(info.get("requested"))[:10])
                 except ValueError:
-                    continue
-                if requested < since:
+                    requested = None  # cannot tell: keep it as a candidate, as _carries does
+                if requested is not None and requested < since:
                     continue
                 if csr_key and info.get("status") == "Issued" and \
                         not self._carries(order_id, csr_key):
@@ -365,18 +366,6 @@ class ClassicClient(ScmClient):
         except (ValueError, IndexError):
             return True
         return certs.spki(leaf.public_key()) == csr_key
-
-    def _ssl_id(self, response: requests.Response, what: str) -> str:
-        if not 200 <= response.status_code < 300:
-            raise self.error(what, response)
-        value = _json(response).get("sslId")
-        if not isinstance(value, (int, str)) or not str(value).strip():
-            # renewById is documented as 200 {"sslId"}, but a client's tests expect 204
-            # (sectigo.md §5.7, §8.12): an order may exist whose id we do not know.
-            raise ScmError(f"SCM {what}: accepted (HTTP {response.status_code}) but the answer "
-                           "has no sslId, so the order cannot be followed",
-                           response.status_code)
-        return str(value)
 
 
 def make_client(settings: ScmSettings, pool_size: int = 4) -> ScmClient:
