@@ -107,6 +107,55 @@ def test_the_shared_tls_context_still_checks_the_host_name(tls_pki: Any, tmp_pat
         server.server_close()
 
 
+def serve_once(tls_pki: Any, tmp_path: Any, hosts: List[str], answer: bytes) -> Any:
+    """A one-connection TLS server (the lab CA, a certificate for `hosts`) that reads the
+    request, then writes `answer` raw on the socket, outside TLS. Returns (url, what it
+    received, the CA bundle)."""
+    import socket
+    import threading
+
+    from lab.server import server_ssl_context
+    paths = tls_pki.write_files(str(tmp_path), hosts)
+    context = server_ssl_context(paths["cert"], paths["key"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: List[bytes] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        try:
+            with context.wrap_socket(connection, server_side=True) as tls:
+                received.append(tls.recv(65536))
+                socket.socket.sendall(tls, answer)  # past the TLS layer
+                tls.settimeout(10)
+                socket.socket.recv(tls, 65536)  # until the client gives up and closes
+        except OSError:
+            pass  # the client refused our certificate
+        finally:
+            listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"https://127.0.0.1:{listener.getsockname()[1]}/", received, paths["ca_bundle"]
+
+
+@pytest.mark.parametrize("hosts,reached", [(["127.0.0.1"], True),
+                                           (["elsewhere.example"], False)])
+def test_a_tls_error_counts_as_never_sent_only_when_the_server_was_refused(
+        tls_pki: Any, tmp_path: Any, hosts: List[str], reached: bool) -> None:
+    # never_sent() decides whether an order may be placed again without asking: a TLS error
+    # while reading the answer comes after the server had the request.
+    import requests
+
+    from connector import http as agent_http
+    # An application-data record that does not decrypt: "bad record mac" at the client.
+    record = b"\x17\x03\x03\x00\x40" + os.urandom(64)
+    url, received, bundle = serve_once(tls_pki, tmp_path, hosts, record)
+    session = agent_http.Session(TlsSettings(ca_bundle=bundle), agent_http.BILLABLE)
+    with pytest.raises(requests.exceptions.SSLError) as caught:
+        session.post(url, json={"csr": "..."}, timeout=10)
+    assert bool(received) is reached
+    assert agent_http.never_sent(caught.value) is (not reached)
+
+
 def test_an_unreadable_ca_bundle_fails_that_firewall_with_a_clear_error(one: Any) -> None:
     bundle = os.path.join(one.profiles, "broken-ca.pem")
     with open(bundle, "w") as handle:
@@ -115,6 +164,21 @@ def test_an_unreadable_ca_bundle_fails_that_firewall_with_a_clear_error(one: Any
     code, out = one.run("enroll")
     assert code == 1 and "TLS verification failed" in out, out
     assert one.panos_requests() == [] and one.orders() == []
+
+
+def test_a_webhook_token_in_the_url_path_is_masked_in_logs(one: Any) -> None:
+    # urllib3's request lines name only the path, which is where webhook services put the
+    # token; the redaction must know the path too, not just the whole URL.
+    from connector.config import load_config
+    from connector.logs import RedactSecrets
+    token = "T0K3N" + os.urandom(6).hex()
+    path = os.path.join(one.profiles, "notifications.yaml")
+    with open(path, "w") as handle:
+        handle.write(f"webhook:\n  url: https://hooks.example.com/services/{token}\n")
+    os.chmod(path, 0o600)
+    redact = RedactSecrets(load_config(one.config).secrets())
+    line = redact.redact(f'https://hooks.example.com:443 "POST /services/{token} HTTP/1.1" 200')
+    assert token not in line
 
 
 def test_scm_tls_is_verified(one: Any) -> None:

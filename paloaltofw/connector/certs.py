@@ -104,7 +104,8 @@ def build_chain(certs: Sequence[x509.Certificate], csr_key_der: bytes,
                            and _signed_by(current, a)), None)
         if issuer is None or len(intermediates) > 8:
             break
-        remaining.remove(issuer)
+        if issuer in remaining:  # an anchor from the firewall is not among SCM's
+            remaining.remove(issuer)
         if self_signed(issuer):
             root = issuer
             break
