@@ -95,6 +95,14 @@ def config(section: str, **values: Any) -> Callable[[Any], Tuple[str, None]]:
     return edit("config.yaml", change)
 
 
+def both(*changes: Callable[[Any], Any]) -> Callable[[Any], Tuple[str, None]]:
+    def apply(work: Any) -> Tuple[str, None]:
+        for change in changes:
+            change(work)
+        return work.config, None
+    return apply
+
+
 # (case id, how to break the configuration, file whose name the message must show, words)
 CASES: List[Tuple[str, Callable[[Any], Any], str, List[str]]] = [
     ("config-malformed-yaml", raw("config.yaml", "scm: [unclosed\n"), "config.yaml",
@@ -175,6 +183,21 @@ CASES: List[Tuple[str, Callable[[Any], Any], str, List[str]]] = [
      "shop-ev-rsa4096.yaml", ["object_name", "already managed by", "portal-dv-rsa2048"]),
     ("state-dir-unusable", config("", state_dir=f"profiles/{CREDS}/state"), CREDS,
      ["state directory is not writable"]),
+    ("config-log-file-unwritable", config("logging", file=f"profiles/{CREDS}/agent.log"),
+     "config.yaml", ["logging.file", "cannot write the log file"]),
+    ("config-lookup-not-classic", config("scm", lookup_label="ENROLLMENT_API_1"),
+     "config.yaml", ["scm.lookup_label", "classic"]),
+    ("fw-bad-host", fw(url=None, host="https://fw.example.com/x y"), FW,
+     ["lab-fw-01.host", "not a DNS name"]),
+    ("classic-without-org-id", both(config("scm", credentials_label="ADMIN_API_1"),
+                                    creds("ADMIN_API_1", scm_org_id=None)),
+     "intranet-ov-p384.yaml", ["scm.org_id", "classic"]),
+    ("notifications-plain-http-webhook", raw("notifications.yaml",
+                                             "webhook:\n  url: http://hooks.example.com/x\n"),
+     "notifications.yaml", ["webhook.url", "https://"]),
+    ("notifications-bad-address", raw("notifications.yaml", "email:\n  host: smtp.example.com\n"
+                                      "  from: agent@example.com\n  to: [nobody]\n"),
+     "notifications.yaml", ["email.to[0]", "not an e-mail address"]),
 ]
 
 
@@ -197,5 +220,10 @@ def test_bad_input_is_refused_before_anything_is_sent(work: Any, capsys: Any, na
         name == "state-dir-unusable"
 
 
-def test_there_are_at_least_thirty_cases() -> None:
-    assert len(CASES) >= 30
+def test_an_unknown_profile_on_the_command_line_is_named_and_nothing_is_sent(
+        work: Any, capsys: Any) -> None:
+    code, _ = work.run("renew", "portl-dv-rsa2048")
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert code == 2 and len(errors) == 1
+    assert "portl-dv-rsa2048" in errors[0] and "did you mean 'portal-dv-rsa2048'" in errors[0]
+    assert work.panos_requests() == [] and work.scm_requests() == []

@@ -188,6 +188,24 @@ def test_errors_name_file_and_field_and_change_nothing(work: Any, gnupg_home: st
     assert {p: read(p) for p in (creds, firewall)} == corrupt
 
 
+def test_a_secret_in_a_flow_style_mapping_is_refused_clearly(work: Any, gnupg_home: str,
+                                                              capsys: Any) -> None:
+    # An armored block cannot go inside {...}: one clear error, and no file changed.
+    creds, firewall = files_of(work)
+    with open(firewall) as handle:
+        data = yaml.safe_load(handle)
+    with open(firewall, "w") as handle:
+        yaml.safe_dump(data, handle, default_flow_style=True)
+    plain = {p: read(p) for p in (creds, firewall)}
+    symmetric(work, gnupg_home)
+    capsys.readouterr()
+    assert work.run("encrypt", accept_eula=False)[0] == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "fw_paloalto_config.yaml" in errors[0]
+    assert "block style" in errors[0] and "lab-fw-01." in errors[0]
+    assert {p: read(p) for p in (creds, firewall)} == plain
+
+
 def test_mode_and_owner_are_kept(work: Any, gnupg_home: str) -> None:
     symmetric(work, gnupg_home)
     creds, _ = files_of(work)

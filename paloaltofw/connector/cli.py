@@ -71,30 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "days left, state (ok, due, pending, missing, expired, revoked, error) and "
                     "SCM id. Reads each firewall once; orders and writes nothing. Exit code 0 "
                     "when all are ok, 1 when any needs attention.")
-    status.add_argument("profiles", nargs="*", metavar="PROFILE",
-                        help="certificate profile names (default: all)")
-    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     enroll = commands.add_parser(
         "enroll", parents=[common], help="get certificates for profiles that have none",
         description="For each certificate profile (or the named ones) whose certificate is "
                     "missing from its firewall: generate key and CSR on the firewall, order at "
                     "SCM, import, bind and commit. Also finishes pending orders.")
-    enroll.add_argument("profiles", nargs="*", metavar="PROFILE",
-                        help="certificate profile names (default: all)")
-
     renew = commands.add_parser(
         "renew", parents=[common], help="renew certificates that are due (for cron)",
         description="Replace every certificate that is missing, expired, revoked, within its "
                     "renewal window, or no longer matching its profile. Also finishes pending "
                     "orders. --force replaces the named certificates now.")
-    renew.add_argument("profiles", nargs="*", metavar="PROFILE",
-                       help="certificate profile names (default: all)")
+    for sub in (status, enroll, renew):
+        sub.add_argument("profiles", nargs="*", metavar="PROFILE",
+                         help="certificate profile names (default: all)")
+        sub.add_argument("--json", action="store_true", help="one JSON document on stdout")
     renew.add_argument("--force", action="store_true",
                        help="replace even if not due, or after a refused/interrupted order")
     for sub in (enroll, renew):
         sub.add_argument("--dry-run", action="store_true",
                          help="only read: print what would be done, order and write nothing")
-        sub.add_argument("--json", action="store_true", help="one JSON document on stdout")
     for verb, action in (("encrypt", "replace plaintext secrets with GPG ciphertext"),
                          ("decrypt", "restore plaintext secrets for editing")):
         sub = commands.add_parser(
@@ -225,9 +220,15 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError as exc:
         return stop(EXIT_CONFIG, str(exc))
     redact.add(config.secrets())
-    logs.setup("DEBUG" if args.verbose else config.logging.level, stderr_level(args),
-               config.logging.file, config.logging.max_bytes, config.logging.backup_count,
-               redact)
+    try:
+        logs.setup("DEBUG" if args.verbose else config.logging.level, stderr_level(args),
+                   config.logging.file, config.logging.max_bytes, config.logging.backup_count,
+                   redact)
+    except OSError as exc:
+        return stop(EXIT_CONFIG, str(ConfigError(f"cannot write the log file "
+                                                 f"{config.logging.file} ({exc.strerror}); "
+                                                 "fix the path or its permissions",
+                                                 config.path, "logging.file")))
     try:
         StateStore(config.state_dir).ensure_writable()
         eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin,
@@ -345,6 +346,7 @@ def print_results(results: Sequence["Result"], out: TextIO,
 
 
 def status_table(results: Sequence["Result"]) -> str:
+    from .report import days_left
     now = dt.datetime.now(dt.timezone.utc)
     rows = [("PROFILE", "FIREWALL", "OBJECT", "COMMON NAME", "KEY", "ISSUER", "NOT AFTER",
              "DAYS", "STATE", "SCM ID")]
@@ -352,8 +354,8 @@ def status_table(results: Sequence["Result"]) -> str:
         rows.append((r.profile, r.firewall, r.object or "-", r.common_name or "-",
                      r.key or "-", r.issuer or "-",
                      f"{r.not_after:%Y-%m-%d}" if r.not_after else "-",
-                     str(int((r.not_after - now).total_seconds() // 86400))
-                     if r.not_after else "-", r.state, r.cert_id or "-"))
+                     str(days_left(r, now)) if r.not_after else "-", r.state,
+                     r.cert_id or "-"))
     notes = [f"{r.profile}: {r.message}" for r in results if r.message and (
         r.state != "ok" or r.failed) and r.message != "up to date"]
     return table(rows) + "".join(n + "\n" for n in notes)

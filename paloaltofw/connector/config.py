@@ -260,7 +260,13 @@ class Config:
             if self.notifications.email:
                 values.append(self.notifications.email.password)
             if self.notifications.webhook:
-                values.append(self.notifications.webhook.url)
+                url = self.notifications.webhook.url
+                values.append(url)
+                # urllib3's debug line names only the path, where webhook services put the
+                # token. A short path holds no token, and masking it would blur other lines.
+                path = urlsplit(url.reveal())._replace(scheme="", netloc="").geturl()
+                if len(path) >= 16:
+                    values.append(Secret(path))
         for fw in self.firewalls.values():
             values += [fw.api_key, fw.password]
         if self.scm:
@@ -335,10 +341,7 @@ class Fields:
     def only(self, known: Sequence[str]) -> None:
         for key in self.data:
             if key not in known:
-                hint = difflib.get_close_matches(str(key), known, n=1)
-                suggestion = f"; did you mean '{hint[0]}'?" if hint else \
-                    f"; known fields: {', '.join(known)}"
-                raise self.error(str(key), f"unknown field{suggestion}")
+                raise self.error(str(key), f"unknown field{did_you_mean(str(key), known)}")
 
     def has(self, key: str) -> bool:
         return self.data.get(key) is not None
@@ -741,8 +744,12 @@ def load_firewalls(path: str, decrypt: Optional[Decryptor]) -> List[FirewallProf
             url = https_url(fields, "url")
         else:
             host = fields.str("host", required=True)
+            if not valid_name_value(host):
+                raise fields.error("host", f"'{host}' is not a DNS name or IP address (give "
+                                           "url for a full https:// URL)")
             port = fields.int("port", 443, minimum=1, maximum=65535)
-            url = f"https://{host}:{port}" if port != 443 else f"https://{host}"
+            netloc = f"[{host}]" if ":" in host else host
+            url = f"https://{netloc}:{port}" if port != 443 else f"https://{netloc}"
         api_key = fields.secret("api_key")
         username = fields.str("username")
         password = fields.secret("password")

@@ -229,12 +229,17 @@ def _apply(paths: List[str], verb: str,
         text, changed = rewrite(path, lambda spot, p=path: transform(spot, p))
         if changed:
             # The new text must still read as YAML with the same values elsewhere.
-            yaml.safe_load(text)
+            try:
+                yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ConfigError("the value cannot be rewritten in place inside a flow-style "
+                                  "mapping ({...}); write that mapping in block style, one "
+                                  "'key: value' per line", path, changed[0]) from None
         prepared[path] = (text, changed)
     untouched = [p for p, (_, changed) in prepared.items() if not changed]
     if len(untouched) == len(paths):
         state = "encrypted" if verb == "encrypt" else "plain text"
-        spots = secret_spots(untouched[0], open(untouched[0], encoding="utf-8").read())
+        spots = secret_spots(untouched[0], prepared[untouched[0]][0])
         field = spots[0].field if spots else None
         raise ConfigError(f"nothing to {verb}: every secret is already {state}"
                           if spots else f"nothing to {verb}: no secret fields", untouched[0],
