@@ -89,5 +89,6 @@ def test_demo_runs_offline_and_shows_the_renewal() -> None:
     assert time.monotonic() - started < 30
     out = result.stdout
     for text in ("portal-dv-rsa2048", "intranet-ov-p384", "shop-ev-rsa4096", "RSA-4096",
-                 "ECDSA-P384", "Lab Sectigo", "GP-Portal-TLS", "removed"):
+                 "ECDSA-P384", "Lab Sectigo", "GP-Portal-TLS", "removed",
+                 "SCM orders placed in total: 4 "):
         assert text in out, text

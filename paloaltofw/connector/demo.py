@@ -83,8 +83,12 @@ def run_demo(out: TextIO) -> int:
                     ("old object", f"{old}: "
                                    f"{'removed' if old not in after.certificates else 'kept'}")],
                    out)
-            out.write(f"\n  SCM orders placed in total: {len(lab.scm.order_log)} "
-                      f"(one per certificate, one for the renewal)\n")
+            placed, expected = len(lab.scm.order_log), len(results) + 1
+            out.write(f"\n  SCM orders placed in total: {placed} (one per certificate, one "
+                      "for the renewal)\n")
+            if placed != expected:
+                out.write(f"FAILED: expected {expected} orders\n")
+                return 1
             out.write(f"Demo finished in {time.monotonic() - started:.1f} s. Try your own "
                       "profiles: paloaltoagent.py lab --workdir DIR (see the README).\n")
             return 0
