@@ -558,13 +558,9 @@ class FirewallRun:
         if data is None:
             return None
 
-        entry = self.inventory.certificates.get(pending.object)
-        if pending.csr:
-            csr_key = certs.csr_key(pending.csr)
-        elif entry is not None and entry.cert is not None:
-            csr_key = certs.spki(entry.cert.public_key())
-        else:
-            csr_key = certs.csr_key(self.panos.export_csr(pending.object))
+        # _order saved the CSR before the order went out, so every collected order has it.
+        assert pending.csr, "an order without its CSR in the state file"
+        csr_key = certs.csr_key(pending.csr)
         anchors = [e.cert for e in self.inventory.certificates.values()
                    if e.cert is not None and not e.has_key and certs.is_ca(e.cert)]
         try:
@@ -604,13 +600,14 @@ class FirewallRun:
         assert pending is not None
         known = self.inventory.ca_by_fingerprint()
         for ca in chain.cas:
-            if certs.fingerprint(ca) in known:
+            fingerprint = certs.fingerprint(ca)
+            if fingerprint in known:
                 continue
             name = certs.ca_object_name(ca)
             log.info("%s: importing CA certificate %s", profile.name, name)
             self.panos.import_certificate(name, certs.pem(ca))
             self.inventory.certificates[name] = CertificateEntry(name, False, cert=ca)
-            known[certs.fingerprint(ca)] = name
+            known[fingerprint] = name
         current = self.inventory.certificates.get(pending.object)
         if current is None or current.cert != chain.leaf:
             log.info("%s: importing the certificate into %s", profile.name, pending.object)
@@ -669,8 +666,7 @@ class FirewallRun:
                 pending.api
             state.pending = None
             state.note("committed", object=state.object, cert_id=state.cert_id)
-            self.store.write_ids(state.profile, pending.order_id)
-            self.store.save(state)
+            self.store.save(state)  # .ids has held this id since the order was placed
             result.object, result.cert_id = state.object, state.cert_id
             self._describe(result, self.inventory.certificates.get(state.object))
             result.message = f"installed as {state.object}"

@@ -18,7 +18,6 @@ from xml.sax.saxutils import escape, quoteattr
 
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from defusedxml import ElementTree as SafeET
 
 from . import certs, http
@@ -39,14 +38,9 @@ class CertificateEntry:
 
     name: str
     has_key: bool
-    csr_pem: Optional[str] = None
     cert: Optional[x509.Certificate] = None
     status: str = "valid"
     _facts: Optional[certs.Facts] = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def fingerprint(self) -> Optional[bytes]:
-        return self.cert.fingerprint(hashes.SHA256()) if self.cert else None
 
     @property
     def facts(self) -> Optional[certs.Facts]:
@@ -75,8 +69,8 @@ class Inventory:
         return out + [d for d, c in self.other_references if c == certificate]
 
     def ca_by_fingerprint(self) -> Dict[bytes, str]:
-        return {e.fingerprint: e.name for e in self.certificates.values()
-                if e.cert is not None and e.fingerprint is not None and not e.has_key}
+        return {certs.fingerprint(e.cert): e.name for e in self.certificates.values()
+                if e.cert is not None and not e.has_key}
 
 
 class PanosClient:
@@ -353,8 +347,7 @@ def parse_entry(entry: ET.Element) -> CertificateEntry:
             log.warning("certificate %s: public-key is not a readable certificate",
                         entry.get("name"))
     return CertificateEntry(entry.get("name", ""), entry.find("private-key") is not None,
-                            entry.findtext("csr"), cert,
-                            (entry.findtext("status") or "valid").strip())
+                            cert, (entry.findtext("status") or "valid").strip())
 
 
 def parse_inventory(scope: Optional[ET.Element]) -> Inventory:
