@@ -341,9 +341,12 @@ class Organization:
 
 
 def _default_profiles() -> List[CertProfile]:
+    # The EV profile offers no P-521 key, as public CAs under Mozilla's root store policy
+    # (P-256 and P-384 only) do not; a client must handle the -13 refusal of a key type.
     return [CertProfile(11001, "Lab DV SSL (SHA-2)", "DV", "Domain-validated TLS server"),
             CertProfile(11002, "Lab OV SSL (SHA-2)", "OV", "Organization-validated TLS server"),
-            CertProfile(11003, "Lab EV SSL (SHA-2)", "EV", "Extended-validation TLS server")]
+            CertProfile(11003, "Lab EV SSL (SHA-2)", "EV", "Extended-validation TLS server",
+                        key_types={"RSA": ["2048", "3072", "4096"], "EC": ["P-256", "P-384"]})]
 
 
 def _default_custom_fields() -> List[Dict[str, Any]]:
@@ -423,6 +426,8 @@ class ScmSettings:
     validated_domains: DCV-validated domains; a name is covered by a listed domain or any of its
         subdomains ("*.d" lists the same as "d"); "*" validates everything; IPs must be listed.
     mandatory_custom_fields: custom field names that must be sent (added to /customFields if new).
+    backdate_days: certificates issued from now on start this many days in the past, as if
+        issued long ago (their term is unchanged, so they expire sooner): for renewal windows.
     """
 
     latency: float = 0.0
@@ -434,6 +439,7 @@ class ScmSettings:
     bad_issuance_count: int = 0
     validated_domains: List[str] = field(default_factory=lambda: ["*"])
     mandatory_custom_fields: List[str] = field(default_factory=list)
+    backdate_days: int = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Validated on every assignment, so /_lab/settings answers 400 for a bad value instead
@@ -443,7 +449,8 @@ class ScmSettings:
         if name == "bad_issuance" and value not in ("",) + BAD_ISSUANCE_MODES:
             raise ValueError("bad_issuance must be empty or one of "
                              + ", ".join(BAD_ISSUANCE_MODES))
-        if name in ("pending_polls", "decline_next", "bad_issuance_count") and int(value) < 0:
+        if name in ("pending_polls", "decline_next", "bad_issuance_count",
+                    "backdate_days") and int(value) < 0:
             raise ValueError(f"{name} must not be negative")
         if name == "token_lifetime" and int(value) < 1:
             raise ValueError("token_lifetime must be at least 1 second")
@@ -1107,7 +1114,13 @@ class ScmService(Service):
             if item["mandatory"] and not values.get(item["name"]):
                 raise ApiError(400, -62, details=f"missing {item['name']!r}")
 
-    def _check_names(self, names: List[str]) -> None:
+    def _check_names(self, names: List[str], profile: CertProfile) -> None:
+        if profile.validation == "EV":
+            wild = [n for n in names if n.startswith("*")]
+            if wild:
+                # The EV Guidelines forbid wildcard names.
+                raise ApiError(400, -732, details=f"wildcards are not allowed in EV "
+                                                  f"certificates: {wild[0][:80]!r}")
         if len(names) > MAX_NAMES:
             raise ApiError(400, -1601, "subjAltNames", details=f"at most {MAX_NAMES} names")
         for name in names:
@@ -1197,7 +1210,7 @@ class ScmService(Service):
         """A renewal of `old` (caller holds the lock and has checked its state)."""
         profile = profile or old.profile
         names = old.names if sans is None else _merge_names(old.common_name, sans)
-        self._check_names(names)
+        self._check_names(names, profile)
         fields = old.custom_fields if custom_fields is None else custom_fields
         self._check_custom_fields(fields)
         order = self._new_order(api, profile, old.org_id, old.common_name, list(names),
@@ -1245,7 +1258,7 @@ class ScmService(Service):
         family = pki.key_family(order.public_key)
         issuer = self.hierarchy.issuers[(order.validation, family)]
         today = pki.utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-        not_before = today
+        not_before = today - dt.timedelta(days=self.settings.backdate_days)
         if defect == "expired":
             not_before = today - dt.timedelta(days=order.term)
         elif defect == "not_yet_valid":
@@ -1365,7 +1378,7 @@ class ScmService(Service):
         parsed = self._csr(data, profile, classic=False, required=True)
         assert parsed is not None
         names = _merge_names(parsed.common_name, sans or [])
-        self._check_names(names)
+        self._check_names(names, profile)
         self._check_custom_fields(custom or {})
         with self.lock:
             order = self._new_order("enrollment", profile, self.accounts.department_id,
@@ -1483,7 +1496,7 @@ class ScmService(Service):
         parsed = self._csr(data, profile, classic=True, required=True)
         assert parsed is not None
         names = _merge_names(parsed.common_name, sans)
-        self._check_names(names)
+        self._check_names(names, profile)
         self._check_custom_fields(custom)
         with self.lock:
             order = self._new_order("classic", profile, org_id, parsed.common_name, names,
@@ -1674,7 +1687,7 @@ class ScmService(Service):
             assert parsed is not None
             cn = common_name or parsed.common_name
             names = _merge_names(cn, [s.strip() for s in sans or [] if s.strip()])
-            self._check_names(names)
+            self._check_names(names, order.profile)
             order.common_name, order.names = cn, names
             order.public_key = parsed.public_key
             order.status = "Requested"
