@@ -126,6 +126,9 @@ Choices where sectigo.md (§8) leaves things open
     No format -> base64 on classic collect (documented default); the Enrollment download
     defaults to L, I, R and accepts the same names (case-sensitive).
   * -1400 is answered with HTTP 404 (§8.11 says ">400" was observed), code 0 and -183 with 400.
+  * The EV profile's keyTypes offer no P-521 (public EV CAs under Mozilla's root policy allow
+    P-256 and P-384), so -13 is met in the lab; an EV order with a wildcard name is -732 (the
+    EV Guidelines forbid wildcards). DV and OV profiles allow all six key types.
   * Enrollment API enroll: `profileId` is required because the lab account has three profiles;
     `productId` (the name the enroll docs use) is an alias; both present and different -> -1601.
     `term` absent -> the profile's largest term (classic enroll: same). Classic enroll requires
