@@ -160,6 +160,29 @@ class Workdir:
         with open(os.path.join(self.state, f"{profile}.json")) as handle:
             return json.load(handle)
 
+    def without_lookup(self) -> None:
+        """An Enrollment-API-only configuration: no classic credentials to search orders
+        with (scm.lookup_label removed)."""
+        import yaml
+        with open(self.config) as handle:
+            data = yaml.safe_load(handle)
+        data["scm"].pop("lookup_label", None)
+        with open(self.config, "w") as handle:
+            yaml.safe_dump(data, handle)
+
+    def age(self, profile: str, days: int) -> None:
+        """Move the times in a state file's history `days` into the past: with the lab's
+        `backdate_days`, as if the certificate had been installed that long ago."""
+        import datetime as dt
+        import json
+        path = os.path.join(self.state, f"{profile}.json")
+        data = self.state_of(profile)
+        for event in data["history"]:
+            event["time"] = (dt.datetime.fromisoformat(event["time"]) -
+                             dt.timedelta(days=days)).isoformat()
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+
     # The lab's own records, counted per service.
     def scm_requests(self) -> list:
         return list(self.lab.scm_endpoint.log.entries)
@@ -235,11 +258,15 @@ def fleet(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy) -
     assert instance.internal_errors == 0, "the lab hit an internal error"
 
 
-def in_pty(args: List[str], answer: Optional[bytes]) -> Tuple[int, str]:
-    """Run the agent on a terminal; answer the EULA question when it comes."""
+def in_pty(args: List[str], answer: Optional[bytes],
+           interrupt_on: Optional[bytes] = None) -> Tuple[int, str]:
+    """Run the agent on a terminal; answer the EULA question when it comes, or with
+    `interrupt_on`, press Ctrl-C (SIGINT) once that text is shown."""
+    import signal
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"), *args], stdin=slave, stdout=slave,
-                               stderr=slave, close_fds=True)
+    process = subprocess.Popen([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"),
+                                *args], stdin=slave, stdout=slave, stderr=slave,
+                               close_fds=True)
     os.close(slave)
     output = b""
     answered = False
@@ -254,7 +281,10 @@ def in_pty(args: List[str], answer: Optional[bytes]) -> Tuple[int, str]:
             if not chunk:
                 break
             output += chunk
-        if not answered and answer is not None and b"[yes/no]" in output:
+        if not answered and interrupt_on is not None and interrupt_on in output:
+            process.send_signal(signal.SIGINT)
+            answered = True
+        elif not answered and answer is not None and b"[yes/no]" in output:
             os.write(master, answer)
             answered = True
         if process.poll() is not None and not ready:

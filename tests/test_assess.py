@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from connector.config import CertificateProfile, KeySpec, OrderSettings, Subject
+from connector.config import CertificateProfile, KeySpec, OrderSettings, RenewalWindow, Subject
 from connector.lifecycle import assess
 from connector.panos import CertificateEntry
 
@@ -22,10 +22,13 @@ BROKEN_SAN = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
                                         b"\x30\x03\x82\x05x")
 
 
-def profile(names: List[str], renew_before_days: int = 30) -> CertificateProfile:
-    return CertificateProfile("www", "www.yaml", "fw", "www", "DV", names[0], tuple(names[1:]),
-                              Subject(), KeySpec("ECDSA", 256), "sha256", OrderSettings(1),
-                              renew_before_days, ())
+def profile(names: List[str], window: RenewalWindow = RenewalWindow(days=30)
+            ) -> CertificateProfile:
+    return CertificateProfile(
+        name="www", path="www.yaml", firewall="fw", object_name="www", validation="DV",
+        common_name=names[0], subject_alt_names=tuple(names[1:]), subject=Subject(),
+        key=KeySpec("ECDSA", 256), digest="sha256", order=OrderSettings(1), renewal=window,
+        ssl_tls_service_profiles=())
 
 
 def certificate(not_after: dt.datetime, names: Optional[List[str]] = None,

@@ -78,6 +78,29 @@ def cert(**values: Any) -> Callable[[Any], Tuple[str, None]]:
     return edit(CERT, change)
 
 
+def mkdir(name: str) -> Callable[[Any], Tuple[str, None]]:
+    """A directory where a YAML file is expected."""
+    def apply(work: Any) -> Tuple[str, None]:
+        path = os.path.join(work.profiles, name)
+        if os.path.isfile(path):
+            os.remove(path)
+        os.mkdir(path)
+        return path, None
+    return apply
+
+
+def der_bundle(work: Any) -> Tuple[str, None]:
+    """The lab's CA certificate in DER form given as a firewall's ca_bundle."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    with open(work.lab.paths["ca_bundle"], "rb") as handle:
+        cert = x509.load_pem_x509_certificate(handle.read())
+    path = os.path.join(work.profiles, "fw-ca.der")
+    with open(path, "wb") as handle:
+        handle.write(cert.public_bytes(serialization.Encoding.DER))
+    return fw(ca_bundle=path)(work)
+
+
 def creds(block: str, **values: Any) -> Callable[[Any], Tuple[str, None]]:
     def change(data: Dict[str, Any]) -> None:
         for key, value in values.items():
@@ -198,6 +221,63 @@ CASES: List[Tuple[str, Callable[[Any], Any], str, List[str]]] = [
     ("notifications-bad-address", raw("notifications.yaml", "email:\n  host: smtp.example.com\n"
                                       "  from: agent@example.com\n  to: [nobody]\n"),
      "notifications.yaml", ["email.to[0]", "not an e-mail address"]),
+    # Issue 11, item 5: files that are not what they should be, addresses with a path.
+    ("profile-is-a-directory", mkdir("extra.yaml"), "extra.yaml", ["is a directory"]),
+    ("firewall-file-is-a-directory", mkdir("fw_more.yaml"), "fw_more.yaml",
+     ["is a directory"]),
+    ("credentials-is-a-directory", mkdir(CREDS), CREDS, ["is a directory"]),
+    ("two-files-one-profile", raw("portal-dv-rsa2048.yml", "firewall: lab-fw-01\n"), CERT,
+     ["portal-dv-rsa2048.yml", "certificate profile 'portal-dv-rsa2048'", "remove or rename"]),
+    ("fw-url-with-a-path", fw(url="https://127.0.0.1:8443/php/login.php"), FW,
+     ["lab-fw-01.url", "path", "https://host[:port]"]),
+    ("fw-url-with-userinfo", fw(url="https://admin:hunter2@127.0.0.1:8443"), FW,
+     ["lab-fw-01.url", "user name or password", "***@127.0.0.1:8443"]),
+    ("fw-ca-bundle-not-pem", der_bundle, FW, ["lab-fw-01.ca_bundle", "not a PEM CA bundle",
+                                               "openssl x509 -inform der"]),
+    ("scm-url-with-userinfo", creds("ENROLLMENT_API_1", scm_url="https://u:p@scm.example.com"),
+     CREDS, ["ENROLLMENT_API_1.scm_url", "user name or password"]),
+    # Item 4: names SCM refuses.
+    ("cert-trailing-dot", cert(common_name="portal.example.com."), CERT,
+     ["common_name", "ends with a dot", "'portal.example.com'"]),
+    ("cert-single-label", cert(subject_alt_names=["intranet44"]), CERT,
+     ["subject_alt_names[0]", "single label", "fully qualified"]),
+    ("cert-numeric-tld", cert(subject_alt_names=["portal.example.123"]), CERT,
+     ["subject_alt_names[0]", "numeric"]),
+    ("cert-invalid-ip", cert(subject_alt_names=["300.1.2.3"]), CERT,
+     ["subject_alt_names[0]", "not a valid IP address"]),
+    ("cert-scoped-ipv6", cert(subject_alt_names=["fe80::1%eth0"]), CERT,
+     ["subject_alt_names[0]", "not a valid IP address"]),
+    ("cert-ev-wildcard", raw("shop-ev-rsa4096.yaml", yaml.safe_dump({
+        "firewall": "lab-fw-01", "validation": "EV", "common_name": "*.shop.example.com",
+        "scm": {"profile_id": 1}})), "shop-ev-rsa4096.yaml",
+     ["common_name", "EV certificates cannot have wildcard names"]),
+    ("cert-wildcard-inside", cert(subject_alt_names=["www.*.example.com"]), CERT,
+     ["subject_alt_names[0]", "whole leftmost label"]),
+    ("cert-partial-wildcard", cert(common_name="w*.example.com"), CERT,
+     ["common_name", "whole leftmost label"]),
+    ("cert-non-ascii", cert(subject_alt_names=["bücher.example.com"]), CERT,
+     ["subject_alt_names[0]", "punycode", "xn--bcher-kva.example.com"]),
+    ("cert-unquoted-wildcard", raw(CERT, "firewall: lab-fw-01\nvalidation: DV\n"
+                                         "common_name: *.example.com\n"), CERT,
+     ["invalid YAML", "must be quoted", '"*.example.com"']),
+    # Item 3: windows that would order on every run, and window syntax.
+    ("cert-window-as-long-as-the-term", cert(renew_before_days=90), CERT,
+     ["renew_before_days", "too long for the certificate's term", "renew_before: 33%"]),
+    ("cert-window-just-under-the-term", cert(renew_before_days=89), CERT,
+     ["renew_before_days", "at most 81 days, 90%"]),
+    ("config-window-longer-than-a-term", config("renewal", days_before_expiry=120), CERT,
+     ["scm.term", "renewal.days_before_expiry", "too long"]),
+    ("cert-window-percent-too-big", cert(renew_before="100%"), CERT,
+     ["renew_before", "between 1% and 90%"]),
+    ("cert-window-words", cert(renew_before="a month"), CERT,
+     ["renew_before", "number of days (30) or a share of the lifetime (33%)"]),
+    ("cert-two-windows", cert(renew_before="30%", renew_before_days=10), CERT,
+     ["renew_before", "not both"]),
+    ("config-two-windows", config("renewal", renew_before="30%"), "config.yaml",
+     ["renewal.renew_before", "not both"]),
+    ("config-window-percent-zero", edit("config.yaml", lambda d: d.update(
+        renewal={"renew_before": "0%"})), "config.yaml",
+     ["renewal.renew_before", "between 1% and 90%"]),
 ]
 
 
@@ -218,6 +298,44 @@ def test_bad_input_is_refused_before_anything_is_sent(work: Any, capsys: Any, na
     assert work.panos_requests() == [] and work.scm_requests() == [], "something was sent"
     assert not os.path.exists(os.path.join(work.state, "eula-accepted.json")) or \
         name == "state-dir-unusable"
+
+
+@pytest.mark.parametrize("password", ["hunter2", "s3cr/et", "pa#ss", "pa?ss", "a@b"])
+def test_a_password_in_a_url_is_never_repeated(work: Any, capsys: Any, password: str) -> None:
+    fw(url=f"https://admin:{password}@127.0.0.1:8443/api/")(work)
+    code, out = work.run("enroll")
+    said = out + capsys.readouterr().err
+    assert code == 2 and "lab-fw-01.url" in said and "user name or password" in said, said
+    assert password not in said and f"admin:{password.split('@')[0]}" not in said
+    assert work.panos_requests() == [] and work.scm_requests() == []
+
+
+def test_a_configuration_path_that_is_a_directory_is_a_clear_error(work: Any) -> None:
+    # From the environment variable, as cron would give it; no traceback, exit 2.
+    import subprocess
+    import sys
+    from conftest import AGENT_DIR
+    env = dict(os.environ, sectigo_pycert_config=work.profiles)
+    result = subprocess.run([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"),
+                             "renew", "--accept-eula"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "is a directory" in result.stderr
+    assert work.profiles in result.stderr
+    assert work.panos_requests() == [] and work.scm_requests() == []
+
+
+def test_profiles_with_an_upper_case_extension_and_the_documented_api_url_work(
+        work: Any) -> None:
+    # `A.YAML` is a profile like any other; `https://fw/api/` is how PAN-OS writes the
+    # address, and means the firewall.
+    os.rename(os.path.join(work.profiles, CERT), os.path.join(work.profiles, "Portal.YAML"))
+    data = load(os.path.join(work.profiles, FW))
+    data["lab-fw-01"]["url"] = data["lab-fw-01"]["url"] + "/api/"
+    dump(os.path.join(work.profiles, FW), data)
+    code, out = work.run("enroll", "Portal")
+    assert code == 0, out
+    assert [o["common_name"] for o in work.orders()] == ["portal.example.com"]
 
 
 def test_an_unknown_profile_on_the_command_line_is_named_and_nothing_is_sent(

@@ -8,7 +8,8 @@ import stat
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, Iterator, Tuple
+import time
+from typing import Any, Dict, Iterator, List, Tuple
 
 import gnupg
 import pytest
@@ -217,24 +218,33 @@ def test_mode_and_owner_are_kept(work: Any, gnupg_home: str) -> None:
     assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
 
 
+def locked_with_file(work: Any, home: str, passphrase: str) -> str:
+    public_key(work, home, "locked@example.com")
+    path = os.path.join(work.root, "passphrase")
+    with open(path, "w") as handle:
+        handle.write(passphrase + "\n")
+    os.chmod(path, 0o600)
+    work.edit_config("encryption", passphrase_file=path)
+    return path
+
+
 def cron_env(home: str) -> Dict[str, str]:
     """What cron gives a job: PATH and HOME, nothing else."""
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
 
 
+def cron_run(work: Any, *args: str) -> subprocess.CompletedProcess:
+    """The agent as cron starts it: no terminal, only PATH and HOME in the environment."""
+    return subprocess.run([sys.executable, AGENT, *args, "--config", work.config],
+                          capture_output=True, text=True, timeout=180,
+                          env=cron_env(work.root), stdin=subprocess.DEVNULL)
+
+
 def test_enroll_with_encrypted_credentials_under_a_cron_environment(work: Any,
                                                                     gnupg_home: str) -> None:
-    public_key(work, gnupg_home, "locked@example.com")
-    passphrase_file = os.path.join(work.root, "passphrase")
-    with open(passphrase_file, "w") as handle:
-        handle.write(KEY_PASSPHRASE + "\n")
-    os.chmod(passphrase_file, 0o600)
-    work.edit_config("encryption", passphrase_file=passphrase_file)
+    locked_with_file(work, gnupg_home, KEY_PASSPHRASE)
     assert work.run("encrypt", accept_eula=False)[0] == 0
-    result = subprocess.run(["env", "-i", f"PATH={os.environ.get('PATH')}",
-                             f"HOME={work.root}", sys.executable, AGENT, "enroll",
-                             "--accept-eula", "--config", work.config],
-                            capture_output=True, text=True, timeout=180)
+    result = cron_run(work, "enroll", "--accept-eula")
     assert result.returncode == 0, result.stderr
     assert len(work.orders()) == 3
 
@@ -278,3 +288,79 @@ def test_no_secret_in_logs_output_or_child_process_arguments(work: Any, gnupg_ho
              for where, text in haystacks.items() if value in text]
     assert found == []
     assert os.path.exists(passphrase_file)
+
+
+def agents_of(home: str) -> List[int]:
+    """Live gpg-agent processes serving `home` (zombies have no command line)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"gpg-agent") and home.encode() in argv:
+            found.append(int(pid))
+    return found
+
+
+@pytest.fixture()
+def own_home() -> Iterator[str]:
+    """A GnuPG home of this test alone, with a passphrase-protected key and no agent
+    running for it."""
+    home = tempfile.mkdtemp(prefix="gpg-", dir="/tmp")
+    gpg = gnupg.GPG(gnupghome=home)
+    assert gpg.gen_key(gpg.gen_key_input(
+        key_type="EDDSA", key_curve="ed25519", subkey_type="ECDH", subkey_curve="cv25519",
+        name_email="locked@example.com", expire_date=0, passphrase=KEY_PASSPHRASE)).fingerprint
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
+    deadline = time.monotonic() + 10
+    while agents_of(home) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert agents_of(home) == []
+    yield home
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_run_leaves_no_gpg_agent_and_checks_the_passphrase_every_time(
+        work: Any, own_home: str) -> None:
+    passphrase_file = locked_with_file(work, own_home, KEY_PASSPHRASE)
+    assert cron_run(work, "encrypt").returncode == 0
+    assert agents_of(own_home) == []
+    result = cron_run(work, "enroll", "--accept-eula")
+    assert result.returncode == 0, result.stderr
+    assert agents_of(own_home) == [], "a gpg-agent was left behind"
+    # A rotated or mistyped passphrase file fails at once, not when a cache expires.
+    with open(passphrase_file, "w") as handle:
+        handle.write("not the passphrase\n")
+    result = cron_run(work, "renew")
+    assert result.returncode == 2 and "wrong or missing passphrase" in result.stderr, \
+        result.stderr
+    assert agents_of(own_home) == []
+    with open(passphrase_file, "w") as handle:
+        handle.write(KEY_PASSPHRASE + "\n")
+    assert cron_run(work, "decrypt").returncode == 0
+    assert agents_of(own_home) == []
+
+
+def test_an_agent_that_ran_before_is_kept_but_its_cache_is_not_trusted(
+        work: Any, own_home: str) -> None:
+    passphrase_file = locked_with_file(work, own_home, KEY_PASSPHRASE)
+    assert cron_run(work, "encrypt").returncode == 0
+    # Someone's own agent, with the key's passphrase in its cache.
+    ciphertext = read(files_of(work)[0]).split("client_secret: |")[1].split("scm_url")[0]
+    armored = "\n".join(line.strip() for line in ciphertext.strip().splitlines())
+    primed = subprocess.run(["gpg", "--homedir", own_home, "--batch", "--pinentry-mode",
+                             "loopback", "--passphrase-fd", "0", "--decrypt"],
+                            input=KEY_PASSPHRASE + "\n" + armored, capture_output=True,
+                            text=True)
+    assert primed.returncode == 0, primed.stderr
+    running = agents_of(own_home)
+    assert len(running) == 1
+    with open(passphrase_file, "w") as handle:
+        handle.write("not the passphrase\n")
+    result = cron_run(work, "enroll", "--accept-eula")
+    assert result.returncode == 2 and "wrong or missing passphrase" in result.stderr, \
+        result.stderr
+    assert agents_of(own_home) == running, "an agent the run did not start was stopped"

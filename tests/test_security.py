@@ -156,11 +156,36 @@ def test_a_tls_error_counts_as_never_sent_only_when_the_server_was_refused(
     assert agent_http.never_sent(caught.value) is (not reached)
 
 
-def test_an_unreadable_ca_bundle_fails_that_firewall_with_a_clear_error(one: Any) -> None:
+def test_an_unreadable_ca_bundle_is_refused_before_anything_is_sent(one: Any,
+                                                                     capsys: Any) -> None:
     bundle = os.path.join(one.profiles, "broken-ca.pem")
     with open(bundle, "w") as handle:
         handle.write("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=bundle)
+    code, _ = one.run("enroll")
+    err = capsys.readouterr().err
+    assert code == 2 and "lab-fw-01.ca_bundle" in err and "PEM" in err, err
+    assert one.panos_requests() == [] and one.orders() == []
+
+
+def test_a_ca_bundle_that_breaks_after_loading_fails_that_firewall_clearly(
+        one: Any, monkeypatch: Any) -> None:
+    # The TLS layer keeps its own check: a bundle that loads for the configuration check but
+    # not for the connection (replaced between the two) is a clear TLS error, not a crash.
+    bundle = os.path.join(one.profiles, "swapped-ca.pem")
+    with open(one.lab.paths["ca_bundle"]) as source, open(bundle, "w") as target:
+        target.write(source.read())
+    edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=bundle)
+    from connector import config as agent_config
+    real = agent_config.load_config
+
+    def load_then_break(*args: Any, **kwargs: Any) -> Any:
+        loaded = real(*args, **kwargs)
+        with open(bundle, "w") as handle:
+            handle.write("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        return loaded
+
+    monkeypatch.setattr(agent_config, "load_config", load_then_break)
     code, out = one.run("enroll")
     assert code == 1 and "TLS verification failed" in out, out
     assert one.panos_requests() == [] and one.orders() == []

@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -186,6 +186,7 @@ class Facts:
 
     def __init__(self, cert: x509.Certificate) -> None:
         self._cert = cert
+        self.not_before: dt.datetime = cert.not_valid_before_utc
         self.not_after: dt.datetime = cert.not_valid_after_utc
         self.key_label = key_label(cert)
         self.subject_cn = subject_cn(cert)
@@ -224,6 +225,20 @@ def csr_key(csr_pem: str) -> bytes:
     return spki(x509.load_pem_x509_csr(csr_pem.encode("ascii")).public_key())
 
 
+def csr_summary(csr_pem: str) -> Tuple[str, List[str]]:
+    """The key type (as profiles name it) and the names of a PEM CSR: its CN and SANs."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode("ascii"))
+    names = [str(a.value) for a in csr.subject.get_attributes_for_oid(
+        x509.NameOID.COMMON_NAME)]
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += [str(v) for v in san.get_values_for_type(x509.DNSName)] + \
+            [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    return _key_label(csr.public_key()), names
+
+
 def ca_object_name(cert: x509.Certificate, limit: int = 63) -> str:
     """A stable PAN-OS object name for a CA certificate: its CN made name-safe, with a short
     fingerprint so that two CAs with one CN (a re-keyed intermediate) do not collide."""
@@ -249,7 +264,10 @@ def validation_level(cert: x509.Certificate) -> Optional[str]:
 
 
 def key_label(cert: x509.Certificate) -> str:
-    key = cert.public_key()
+    return _key_label(cert.public_key())
+
+
+def _key_label(key: object) -> str:
     size = getattr(key, "key_size", 0)
     curve = getattr(getattr(key, "curve", None), "name", "")
     if curve:

@@ -12,9 +12,11 @@ import argparse
 import datetime as dt
 import logging
 import os
+import re
+import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
 
@@ -39,7 +41,7 @@ examples:
   paloaltoagent.py lab --workdir /tmp/lab        run the lab (emulated firewall + SCM)
 
 crontab (every night at 03:17, as the user who owns the configuration):
-  17 3 * * * cd /opt/paloaltofw && .venv/bin/python paloaltofw/paloaltoagent.py renew -q
+  17 3 * * * cd /opt/paloaltoagent && .venv/bin/python paloaltofw/paloaltoagent.py renew -q
 
 configuration: --config PATH, else $sectigo_pycert_config, else config.yaml next to
 paloaltoagent.py. Exit codes: 0 ok, 1 a certificate failed, 2 configuration error,
@@ -47,21 +49,35 @@ paloaltoagent.py. Exit codes: 0 ok, 1 a certificate failed, 2 configuration erro
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="config.yaml to use")
-    common.add_argument("--accept-eula", action="store_true",
+def global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after the command name. The top-level
+    parser holds their defaults; the commands' copies default to SUPPRESS, so that an option
+    given before the command is not overwritten by the command's own default (argparse copies
+    every attribute of the command's namespace over the top-level one)."""
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--config", metavar="PATH", default=default(None),
+                        help="config.yaml to use")
+    parser.add_argument("--accept-eula", action="store_true", default=default(False),
                         help="accept the SCM Client EULA without asking")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    common.add_argument("-q", "--quiet", action="store_true",
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                        help="debug logging on the terminal")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default(False),
                         help="only warnings and errors on the terminal")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    global_options(common, defaults=False)
+
     parser = argparse.ArgumentParser(
-        prog="paloaltoagent.py", parents=[common],
+        prog="paloaltoagent.py",
         description="Sectigo Certificate Manager certificates for Palo Alto Networks "
                     "firewalls: the key pair and CSR are made on the firewall, the certificate "
                     "comes from SCM, the chain is imported, bound and committed.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    global_options(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -87,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="one JSON document on stdout")
     renew.add_argument("--force", action="store_true",
                        help="replace even if not due, or after a refused/interrupted order")
+    renew.add_argument("--adopt", metavar="ORDER_ID",
+                       help="after a run was interrupted while ordering: the SCM order id "
+                            "you found for it; the agent collects that order (one PROFILE)")
     for sub in (enroll, renew):
         sub.add_argument("--dry-run", action="store_true",
                          help="only read: print what would be done, order and write nothing")
@@ -126,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """parse_args, except that names may also follow options (`renew www --force mail`):
+    argparse stops collecting a positional list at the first option."""
+    args, extra = parser.parse_known_args(argv)
+    names = "profiles" if hasattr(args, "profiles") else "files" if hasattr(args, "files") \
+        else None
+    stray = [a for a in extra if a.startswith("-") or names is None]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra and names:
+        setattr(args, names, getattr(args, names) + extra)
+    return args
+
+
 LEGACY_ACTIONS = {"enroll": "enroll", "renew": "renew", "replace": "renew", "list": "status"}
 
 
@@ -162,7 +195,7 @@ def translate_legacy(argv: List[str]) -> List[str]:
 def _profile_name(name: str) -> str:
     base = os.path.basename(name)
     for suffix in (".yaml", ".yml"):
-        if base.endswith(suffix):
+        if base.lower().endswith(suffix):
             return base[:-len(suffix)]
     return base
 
@@ -175,16 +208,19 @@ def config_path(explicit: Optional[str]) -> str:
 
 
 def stderr_level(args: argparse.Namespace) -> int:
-    if args.verbose:
-        return logging.DEBUG
-    if args.quiet:
-        return logging.WARNING
-    return logging.INFO if sys.stderr.isatty() else logging.WARNING
+    """Warnings and errors only, on a terminal too: there a run shows its progress lines and
+    table, and the INFO lines go to the log file (-v shows them, with the debug lines)."""
+    return logging.DEBUG if args.verbose else logging.WARNING
 
 
 def load(args: argparse.Namespace) -> "Config":
     from .config import load_config
     from .secrets import decryptor
+    adopt = getattr(args, "adopt", None)
+    if adopt is not None and (len(args.profiles) != 1 or not re.fullmatch(r"\d{1,12}", adopt)):
+        from .errors import ConfigError
+        raise ConfigError("--adopt takes one SCM order id (digits) and exactly one PROFILE: "
+                          "paloaltoagent.py renew NAME --adopt ID")
     config = load_config(config_path(args.config), make_decryptor=decryptor)
     unknown = [n for n in args.profiles if n not in config.certificates]
     if unknown:
@@ -195,16 +231,94 @@ def load(args: argparse.Namespace) -> "Config":
     return config
 
 
+class Signals:
+    """SIGINT (Ctrl-C) and SIGTERM (systemd's stop) ask the run to stop at a safe point: no new
+    step starts, steps that may have reached a device or SCM finish, the state, the report
+    and the metrics are written. A second signal stops at once (the state files are written
+    atomically, and an interrupted order is found again by the next run).
+
+    The Python-level handler only counts and notes (it runs in the main thread, which may be
+    holding the lock of `event` in a wait: setting the event there could deadlock). The C
+    handler also writes the signal number to a pipe (`signal.set_wakeup_fd`); a watcher
+    thread reads it and sets `event`, which wakes the workers' waits."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: Optional[int] = None
+        self._handled = 0
+        self._previous: Dict[int, Any] = {}
+        self._pipe: Optional[Tuple[int, int]] = None
+        self._previous_wakeup = -1
+        self._watcher: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "Signals":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals only reach the main thread: nothing to take over
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        self._pipe = (read, write)
+        self._previous_wakeup = signal.set_wakeup_fd(write)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        self._watcher = threading.Thread(target=self._watch, name="signals", daemon=True)
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.write(self._pipe[1], b"\0")  # 0 is no signal: it tells the watcher to end
+            if self._watcher is not None:
+                self._watcher.join(timeout=5)
+            for fd in self._pipe:
+                os.close(fd)
+
+    def _watch(self) -> None:
+        assert self._pipe is not None
+        while True:
+            data = os.read(self._pipe[0], 64)
+            for number in data:
+                if number in (signal.SIGINT, signal.SIGTERM):
+                    if self.signum is None:
+                        self.signum = number
+                    self.event.set()
+            if not data or 0 in data:
+                return
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._handled += 1
+        if self._handled > 1:
+            os.write(2, b"paloaltoagent: stopping at once\n")
+            os._exit(128 + (self.signum or signum))
+        if self.signum is None:
+            self.signum = signum
+        if _isatty(sys.stderr):
+            os.write(2, f"paloaltoagent: {self.name}: finishing the steps in progress, then "
+                        "stopping (press Ctrl-C again to stop at once)\n".encode())
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @property
+    def exit_code(self) -> int:
+        """130 for SIGINT, 143 for SIGTERM: the shell's convention, 128 + the signal."""
+        return 128 + (self.signum or 0)
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """status, enroll and renew: configuration, EULA, the run, then what it reports."""
     from . import eula, logs
-    from .errors import AgentError, ConfigError, EulaNotAccepted
-    from .lifecycle import Report, RunOptions, run
+    from .errors import ConfigError, EulaNotAccepted
+    from .lifecycle import Report
     from .state import StateStore
 
     redact = logs.setup("INFO", stderr_level(args))
     log = logging.getLogger("paloaltoagent")
     dry_run = getattr(args, "dry_run", False)
+    signals = Signals()  # taken over from here to the end, once something may be sent
 
     def stop(code: int, message: str) -> int:
         """A run that does nothing: one line on stderr, and with --json a document too."""
@@ -212,7 +326,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         if args.json:
             from .report import document, to_json
             out.write(redact.redact(to_json(document(Report([]), args.command, dry_run, code,
-                                                     error=message))))
+                                                     error=message, signal=signals.name))))
         return code
 
     try:
@@ -231,8 +345,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                                                  config.path, "logging.file")))
     try:
         StateStore(config.state_dir).ensure_writable()
-        eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin,
-                             sys.stderr if args.json else out)
+        # The EULA is SCM's: status and dry runs send SCM nothing, so a monitoring check on a
+        # fresh host works before anyone accepted it.
+        if args.command != "status" and not dry_run:
+            eula.ensure_accepted(config.state_dir, args.accept_eula, sys.stdin,
+                                 sys.stderr if args.json else out)
     except EulaNotAccepted as exc:
         return stop(EXIT_EULA, str(exc))
     except ConfigError as exc:
@@ -246,10 +363,23 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     count = len(dict.fromkeys(args.profiles)) or len(config.certificates)
     progress = Progress(out, redact.redact, count) \
         if interactive and args.command != "status" else None
+    with signals:
+        return _run_and_report(args, out, config, signals, progress, interactive, redact, stop)
+
+
+def _run_and_report(args: argparse.Namespace, out: TextIO, config: "Config", signals: Signals,
+                    progress: Optional["Progress"], interactive: bool, redact: Any,
+                    stop: Callable[[int, str], int]) -> int:
+    from .errors import AgentError, ConfigError
+    from .lifecycle import RunOptions, run
+
+    log = logging.getLogger("paloaltoagent")
+    dry_run = getattr(args, "dry_run", False)
     try:
         report = run(config, args.profiles, RunOptions(
             mode=args.command, force=getattr(args, "force", False), dry_run=dry_run,
-            progress=progress.line if progress else None))
+            progress=progress.line if progress else None, stop=signals.event,
+            adopt=getattr(args, "adopt", None)))
     except ConfigError as exc:
         return stop(EXIT_CONFIG, str(exc))
     except AgentError as exc:  # another run holds the lock
@@ -259,19 +389,28 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     code = EXIT_FAILED if failed or (args.command == "status" and attention) else EXIT_OK
     for result in failed:
         log.error("FAILED %s (%s): %s", result.profile, result.firewall, result.message)
+    if signals.signum:
+        code = signals.exit_code
+        stopped = [r for r in report.results if r.outcome == "interrupted"]
+        log.error("interrupted by %s: %d of %d certificates were finished; %d stopped at a "
+                  "safe point with their state saved, and the next run continues them",
+                  signals.name, len(report.results) - len(stopped), len(report.results),
+                  len(stopped))
     if args.json:
         from .report import document, to_json
-        out.write(redact.redact(to_json(document(report, args.command, dry_run, code))))
+        out.write(redact.redact(to_json(document(report, args.command, dry_run, code,
+                                                 signal=signals.name))))
     elif args.command == "status":
         out.write(redact.redact(status_table(report.results)))
     elif dry_run:
         out.write(redact.redact(plan_text(report.results)))
-    elif interactive or failed:
+    elif (interactive or failed) and not signals.signum:
         # On a terminal, the whole table; from cron, only what went wrong (cron mails it).
         print_results(report.results if interactive else failed, out, redact.redact)
     out.flush()
     if args.command != "status" and not dry_run:
-        after_run(config, report, args.command, not failed, redact.redact)
+        after_run(config, report, args.command, not failed and not signals.signum,
+                  redact.redact)
     return code
 
 
@@ -302,6 +441,7 @@ class Progress:
             self.done += 1
             what = {"changed": f"{_outcome(result)} as {result.object}",
                     "pending": "order pending at SCM",
+                    "interrupted": result.message,
                     "failed": "FAILED: " + result.message}.get(result.outcome,
                                                                _outcome(result))
             self.out.write(self.redact(f"[{self.done}/{self.total}] {result.profile} on "
@@ -391,7 +531,11 @@ def cmd_secrets(args: argparse.Namespace, out: TextIO) -> int:
         if not files:
             raise ConfigError("no credentials file and no fw_*.yaml files to work on", path)
         gpg = Gpg(settings, path)
-        changed = (encrypt_files if args.command == "encrypt" else decrypt_files)(gpg, files)
+        try:
+            changed = (encrypt_files if args.command == "encrypt" else decrypt_files)(gpg,
+                                                                                     files)
+        finally:
+            gpg.close()
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
@@ -427,11 +571,23 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     parser = build_parser()
     raw = list(argv) if argv is not None else sys.argv[1:]
     try:
-        args = parser.parse_args(translate_legacy(raw))
+        args = parse(parser, translate_legacy(raw))
     except UsageError as exc:
         parser.error(str(exc))  # prints usage and exits 2
     if args.command in ("status", "enroll", "renew"):
-        return cmd_run(args, out)
+        try:
+            return cmd_run(args, out)
+        except KeyboardInterrupt:  # before the run started (loading, the EULA question)
+            message = "interrupted before anything was sent; nothing was done"
+            print(f"paloaltoagent: {message}", file=sys.stderr)
+            code = 128 + signal.SIGINT
+            if args.json:
+                from .lifecycle import Report
+                from .report import document, to_json
+                out.write(to_json(document(Report([]), args.command,
+                                           getattr(args, "dry_run", False), code,
+                                           error=message, signal="SIGINT")))
+            return code
     if args.command in ("encrypt", "decrypt"):
         return cmd_secrets(args, out)
     if args.command == "lab":

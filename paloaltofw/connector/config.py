@@ -14,7 +14,9 @@ The rest of the agent trusts these objects.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -31,6 +33,9 @@ from .errors import ConfigError
 # subset every source agrees on (panos.md §3.11; peers.md §2: '*' and '_' cannot lead).
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_OBJECT_NAME = 63
+# The longest renewal window, as a share of the certificate's lifetime: a longer one would
+# replace a certificate soon after it is issued, on nearly every run.
+MAX_WINDOW_PERCENT = 90
 # Renewals go under `<object_name>-YYYYMMDD[-N]`, so the base must leave room for that.
 RENEWAL_SUFFIX_ROOM = 13
 KEY_TYPES = {"RSA-2048": ("RSA", 2048), "RSA-3072": ("RSA", 3072), "RSA-4096": ("RSA", 4096),
@@ -104,6 +109,27 @@ class Subject:
 
 
 @dataclass(frozen=True)
+class RenewalWindow:
+    """When a certificate becomes due: a number of days before it expires, or a share of its
+    lifetime (`33%`), which stays right as public lifetimes shrink from 200 to 47 days.
+    `source` is the file and field it was set in, for messages."""
+
+    days: int = 30
+    percent: Optional[int] = None
+    source: str = ""
+
+    def before_expiry(self, lifetime: dt.timedelta) -> dt.timedelta:
+        """How long before expiry a certificate of this lifetime becomes due."""
+        if self.percent is not None:
+            return lifetime * self.percent / 100
+        return dt.timedelta(days=self.days)
+
+    def __str__(self) -> str:
+        return f"{self.percent}% of the lifetime" if self.percent is not None else \
+            f"{self.days} days"
+
+
+@dataclass(frozen=True)
 class OrderSettings:
     """What goes into the SCM order besides the CSR."""
 
@@ -128,7 +154,7 @@ class CertificateProfile:
     key: KeySpec
     digest: str
     order: OrderSettings
-    renew_before_days: int
+    renewal: RenewalWindow
     ssl_tls_service_profiles: Tuple[str, ...]
 
     @property
@@ -245,7 +271,7 @@ class Config:
     state_dir: str
     logging: LoggingSettings
     encryption: EncryptionSettings
-    renew_before_days: int
+    renewal: RenewalWindow
     scm: Optional[ScmSettings]
     firewalls: Dict[str, FirewallProfile] = field(default_factory=dict)
     certificates: Dict[str, CertificateProfile] = field(default_factory=dict)
@@ -307,14 +333,22 @@ def read_yaml(path: str) -> Any:
             return yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise ConfigError("file not found", path) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a YAML file", path) from None
     except PermissionError:
         raise ConfigError("cannot read the file (permission denied)", path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file ({exc.strerror or exc})", path) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if "alias" in f"{getattr(exc, 'context', '')} {problem}":
+            # `common_name: *.example.com`: in YAML a leading * starts an alias.
+            problem += "; a value that starts with '*' (a wildcard name) must be quoted, " \
+                       "e.g. common_name: \"*.example.com\""
         raise ConfigError(f"invalid YAML: {where}{problem}", path) from None
 
 
@@ -442,6 +476,46 @@ class Fields:
         return path
 
 
+    def ca_bundle(self, key: str, base: str) -> Optional[str]:
+        """A PEM file of CA certificates, checked now: a DER file, a key or a bundle with no
+        readable certificate would otherwise fail only when connecting, as a TLS error."""
+        path = self.file(key, base)
+        if path is not None:
+            problem = pem_bundle_problem(path)
+            if problem:
+                raise self.error(key, f"{path}: {problem}")
+        return path
+
+
+@functools.lru_cache(maxsize=32)
+def _pem_bundle_problem(path: str, _identity: Tuple[int, int]) -> Optional[str]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return "is not a PEM CA bundle (no '-----BEGIN CERTIFICATE-----' block; convert a " \
+               "DER file with: openssl x509 -inform der -in FILE -out FILE.pem)"
+    import ssl  # the check TLS itself will make when connecting
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        detail = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc))
+        return f"cannot be loaded as PEM CA certificates (OpenSSL: {detail})"
+    return None
+
+
+def pem_bundle_problem(path: str) -> Optional[str]:
+    """Why `path` is not a usable PEM CA bundle (None: it is). Checked once per file version:
+    a fleet's firewall profiles usually share one bundle."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return _pem_bundle_problem(path, (info.st_mtime_ns, info.st_size))
+
+
 def resolve(base: str, value: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
@@ -484,6 +558,83 @@ def valid_name_value(name: str) -> bool:
         return valid_dns_name(name)
 
 
+def certificate_name_problem(name: str, validation: str) -> Optional[str]:
+    """Why SCM would refuse `name` in a certificate (None: it would not), in words an
+    administrator can act on. Only fully qualified names and valid IP addresses are issued by
+    a public CA; a wildcard must be the whole leftmost label, and never on EV."""
+    if not name.isascii():
+        import idna  # requests' own dependency: IDNA 2008, as CAs apply it
+        try:
+            ascii_form = idna.encode(name.rstrip("."), uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return f"'{name}' is not a valid DNS name (non-ASCII characters)"
+        return f"'{name}' has non-ASCII characters; write its punycode form '{ascii_form}'"
+    if ":" in name or re.fullmatch(r"[0-9.]+", name):
+        try:
+            if "%" in name:  # a scoped (link-local) address names an interface, not a host
+                raise ValueError(name)
+            ipaddress.ip_address(name)
+            return None
+        except ValueError:
+            return f"'{name}' is not a valid IP address"
+    if name.endswith("."):
+        return f"'{name}' ends with a dot; write it without: '{name.rstrip('.')}'"
+    if len(name) > 253:
+        return f"'{name[:40]}...' is longer than 253 characters"
+    labels = name.split(".")
+    if "*" in name:
+        if labels[0] != "*" or "*" in ".".join(labels[1:]):
+            return f"'{name}': a wildcard must be the whole leftmost label, as in " \
+                   "'*.example.com'"
+        if validation == "EV":
+            return f"'{name}': EV certificates cannot have wildcard names (EV Guidelines); " \
+                   "use OV or DV, or list the names"
+        labels = labels[1:]
+        if len(labels) < 2:
+            return f"'{name}': a wildcard needs a domain of at least two labels after it, " \
+                   "as in '*.example.com'"
+    bad = next((label for label in labels if not DNS_LABEL.fullmatch(label)), None)
+    if bad is not None:
+        return f"'{name}' is not a DNS name or IP address (label '{bad}': letters, digits " \
+               "and '-' only, not at either end)" if bad else \
+            f"'{name}' is not a DNS name or IP address (empty label)"
+    if len(labels) < 2:
+        return f"'{name}' is a single label; SCM issues only fully qualified names " \
+               f"(e.g. '{name}.example.com')"
+    if labels[-1].isdigit():
+        return f"'{name}': the top-level label '{labels[-1]}' is numeric, which no domain is"
+    return None
+
+
+def renewal_window(fields: Fields, days_key: str, default: RenewalWindow) -> RenewalWindow:
+    """`renew_before: 33%` (a share of the lifetime) or `renew_before: 30` (days), or the
+    older `<days_key>: 30`; one of them at most."""
+    if fields.has(days_key) and fields.has("renew_before"):
+        raise fields.error("renew_before", f"give renew_before or {days_key}, not both")
+    if fields.has(days_key):
+        return RenewalWindow(days=fields.int(days_key, minimum=0, maximum=3650),
+                             source=f"{fields.path}: {fields.name(days_key)}")
+    if not fields.has("renew_before"):
+        return default
+    value = fields.data["renew_before"]
+    source = f"{fields.path}: {fields.name('renew_before')}"
+    text = str(value).strip() if not isinstance(value, bool) and \
+        isinstance(value, (int, str)) else ""
+    match = re.fullmatch(r"(\d{1,4})\s*(%|d|days?)?", text)
+    if not match:
+        raise fields.error("renew_before", f"{value!r} must be a number of days (30) or a "
+                                           "share of the lifetime (33%)")
+    number, unit = int(match.group(1)), match.group(2)
+    if unit == "%":
+        if not 1 <= number <= MAX_WINDOW_PERCENT:
+            raise fields.error("renew_before", f"{number}% must be between 1% and "
+                                               f"{MAX_WINDOW_PERCENT}% of the lifetime")
+        return RenewalWindow(percent=number, source=source)
+    if number > 3650:
+        raise fields.error("renew_before", "must be at most 3650 days")
+    return RenewalWindow(days=number, source=source)
+
+
 def check_object_name(fields: Fields, key: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise fields.error(key, f"'{value}' has {len(value)} characters; at most {limit} "
@@ -511,7 +662,7 @@ def normalize_fingerprint(fields: Fields, key: str) -> Optional[str]:
 
 def tls_settings(fields: Fields, base: str) -> TlsSettings:
     verify = fields.bool("verify_tls", True)
-    return TlsSettings(verify, fields.file("ca_bundle", base),
+    return TlsSettings(verify, fields.ca_bundle("ca_bundle", base),
                        normalize_fingerprint(fields, "fingerprint"))
 
 
@@ -519,6 +670,13 @@ def https_url(fields: Fields, key: str, required: bool = True) -> Any:
     value = fields.str(key, required=required)
     if value is None:
         return None
+    scheme, separator, rest = value.partition("://")
+    if separator and "@" in rest:
+        # A user name or password. Never repeat what stands before the last @: a password may
+        # hold '/', '?' or '#', which would make it look like a path to a URL parser.
+        shown = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        raise fields.error(key, f"'{shown}' holds a user name or password; remove the "
+                                "'user:password@' part (credentials have fields of their own)")
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
         raise fields.error(key, f"'{value}' must be an https:// URL")
@@ -526,7 +684,21 @@ def https_url(fields: Fields, key: str, required: bool = True) -> Any:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise fields.error(key, f"'{value}' has an invalid port") from None
+    if parts.query or parts.fragment:
+        raise fields.error(key, f"'{value}' must not have a query (?...) or fragment (#...)")
     return value.rstrip("/")
+
+
+def firewall_url(fields: Fields, key: str) -> str:
+    """The management interface's origin. PAN-OS documentation writes the API's address as
+    `https://firewall/api/`, so that form is accepted too; any other path is refused here
+    rather than answered with a 404 at run time."""
+    value = https_url(fields, key)
+    parts = urlsplit(value)
+    if parts.path.rstrip("/") not in ("", "/api"):
+        raise fields.error(key, f"'{value}' has the path '{parts.path}'; give only "
+                                f"https://host[:port] (or https://host[:port]/api/)")
+    return f"https://{parts.netloc}"
 
 
 # --- the files --------------------------------------------------------------------------------
@@ -541,7 +713,7 @@ FIREWALL_FIELDS = ("url", "host", "port", "api_key", "username", "password", "ad
                    "timeout", "commit_timeout")
 CERTIFICATE_FIELDS = ("firewall", "object_name", "validation", "common_name",
                       "subject_alt_names", "subject", "key", "digest", "scm",
-                      "renew_before_days", "ssl_tls_service_profiles")
+                      "renew_before_days", "renew_before", "ssl_tls_service_profiles")
 SUBJECT_FIELDS = ("organization", "organizational_unit", "locality", "state", "country",
                   "email")
 ORDER_FIELDS = ("profile_id", "term", "org_id", "comments", "external_requester",
@@ -580,9 +752,41 @@ def _paths(top: Fields, base: str) -> Tuple[str, str, str]:
     return profiles_dir, state_dir, credentials
 
 
+def _yaml_files(profiles_dir: str) -> List[str]:
+    """The YAML files of profiles_dir, whatever the case of their extension (`A.YAML`);
+    hidden files (editors' backups and locks) are not profiles."""
+    try:
+        names = sorted(os.listdir(profiles_dir))
+    except OSError as exc:
+        raise ConfigError(f"cannot list the directory ({exc.strerror})", profiles_dir) \
+            from None
+    return [os.path.join(profiles_dir, n) for n in names
+            if not n.startswith(".") and n.lower().endswith((".yaml", ".yml"))]
+
+
+def _is_firewall_file(path: str) -> bool:
+    return os.path.basename(path).lower().startswith("fw_")
+
+
 def _firewall_files(profiles_dir: str) -> List[str]:
-    return [os.path.join(profiles_dir, f) for f in sorted(os.listdir(profiles_dir))
-            if f.startswith("fw_") and f.endswith((".yaml", ".yml"))]
+    return [f for f in _yaml_files(profiles_dir) if _is_firewall_file(f)]
+
+
+def _certificate_files(profiles_dir: str, credentials_path: str) -> List[str]:
+    """Every certificate profile file; two files for one profile name (`a.yaml` and
+    `a.yml`) are an error rather than one of them silently winning."""
+    files: Dict[str, str] = {}
+    for path in _yaml_files(profiles_dir):
+        if _is_firewall_file(path) or os.path.abspath(path) == credentials_path or \
+                os.path.basename(path).lower() == NOTIFICATIONS_FILE:
+            continue
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name in files:
+            raise ConfigError(f"defines certificate profile '{name}' as "
+                              f"{os.path.basename(files[name])} does; remove or rename one of "
+                              "the two", path)
+        files[name] = path
+    return list(files.values())
 
 
 def secret_files(path: str) -> Tuple[EncryptionSettings, List[str]]:
@@ -622,10 +826,24 @@ def load_config(path: str, make_decryptor: Optional[Callable[[EncryptionSettings
     encryption = _encryption(top, base)
     decrypt = make_decryptor(encryption, path) if make_decryptor and \
         encryption.mode != "none" else None
+    try:
+        return _load_rest(path, top, base, profiles_dir, state_dir, credentials_path,
+                          logging_settings, encryption, decrypt, need_scm)
+    finally:
+        close = getattr(decrypt, "close", None)
+        if close is not None:
+            close()  # every secret is read: stop what gpg started for them
+
+
+def _load_rest(path: str, top: Fields, base: str, profiles_dir: str, state_dir: str,
+               credentials_path: str, logging_settings: LoggingSettings,
+               encryption: EncryptionSettings, decrypt: Optional[Decryptor],
+               need_scm: bool) -> Config:
 
     renewal = top.section("renewal")
-    renewal.only(("days_before_expiry",))
-    renew_days = renewal.int("days_before_expiry", 30, minimum=0, maximum=3650)
+    renewal.only(("days_before_expiry", "renew_before"))
+    window = renewal_window(renewal, "days_before_expiry", RenewalWindow(
+        source=f"{path}: renewal.days_before_expiry (default)"))
 
     scm_fields = top.section("scm")
     scm_fields.only(SCM_FIELDS)
@@ -654,13 +872,8 @@ def load_config(path: str, make_decryptor: Optional[Callable[[EncryptionSettings
                           scm_fields.number("poll_interval", 10.0, 0.0),
                           scm_fields.number("poll_timeout", 120.0, 0.0), lookup)
     certificates: Dict[str, CertificateProfile] = {}
-    for filename in sorted(os.listdir(profiles_dir)):
-        file_path = os.path.join(profiles_dir, filename)
-        if not filename.endswith((".yaml", ".yml")) or filename.startswith("fw_") or \
-                os.path.abspath(file_path) == credentials_path or \
-                filename == NOTIFICATIONS_FILE:
-            continue
-        profile = load_certificate(file_path, firewalls, renew_days,
+    for file_path in _certificate_files(profiles_dir, credentials_path):
+        profile = load_certificate(file_path, firewalls, window,
                                    scm.credentials if scm else None)
         certificates[profile.name] = profile
     claimed: Dict[Tuple[str, str], str] = {}
@@ -676,7 +889,7 @@ def load_config(path: str, make_decryptor: Optional[Callable[[EncryptionSettings
     metrics.only(("file",))
     notifications_path = os.path.join(profiles_dir, NOTIFICATIONS_FILE)
     return Config(path, base, profiles_dir, state_dir, logging_settings, encryption,
-                  renew_days, scm, firewalls, certificates, max_parallel_firewalls=top.int(
+                  window, scm, firewalls, certificates, max_parallel_firewalls=top.int(
                       "max_parallel_firewalls", DEFAULT_PARALLEL, minimum=1, maximum=256),
                   metrics_file=resolve(base, metrics.str("file")) if metrics.has("file")
                   else None,
@@ -708,7 +921,7 @@ def load_notifications(path: str, decrypt: Optional[Decryptor]) -> NotificationS
             raise fields.error("starttls", "a password is only sent over STARTTLS")
         email = EmailSettings(fields.str("host", required=True), fields.str("from"),
                               tuple(recipients), fields.int("port", 587, 1, 65535), starttls,
-                              username, password, fields.file("ca_bundle", base),
+                              username, password, fields.ca_bundle("ca_bundle", base),
                               fields.number("timeout", 30.0, 1.0))
     if top.has("webhook"):
         fields = top.section("webhook")
@@ -717,7 +930,7 @@ def load_notifications(path: str, decrypt: Optional[Decryptor]) -> NotificationS
         assert url is not None
         if not url.reveal().startswith("https://"):
             raise fields.error("url", "must be an https:// URL")
-        webhook = WebhookSettings(url, fields.file("ca_bundle", base),
+        webhook = WebhookSettings(url, fields.ca_bundle("ca_bundle", base),
                                   fields.number("timeout", 30.0, 1.0))
     if email is None and webhook is None:
         raise top.error("email", "configure email, webhook or both (or remove the file)")
@@ -741,7 +954,7 @@ def load_firewalls(path: str, decrypt: Optional[Decryptor]) -> List[FirewallProf
         if fields.has("url") == fields.has("host"):
             raise fields.error("url", "give either url (https://host[:port]) or host")
         if fields.has("url"):
-            url = https_url(fields, "url")
+            url = firewall_url(fields, "url")
         else:
             host = fields.str("host", required=True)
             if not valid_name_value(host):
@@ -827,7 +1040,8 @@ def load_credentials(path: str, label: Optional[str],
                           fields.int("scm_ssl_cert_type", minimum=1), client_cert, client_key)
 
 
-def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile], renew_days: int,
+def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile],
+                     default_window: RenewalWindow,
                      credentials: Optional[ScmCredentials]) -> CertificateProfile:
     name = os.path.splitext(os.path.basename(path))[0]
     fields = Fields(read_yaml(path), path)
@@ -844,13 +1058,14 @@ def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile], renew_
     if len(common_name) > 64:
         raise fields.error("common_name", "at most 64 characters (X.509 upper bound); put "
                                           "longer names in subject_alt_names")
-    if not valid_name_value(common_name):
-        raise fields.error("common_name", f"'{common_name}' is not a DNS name or IP address")
+    problem = certificate_name_problem(common_name, validation)
+    if problem:
+        raise fields.error("common_name", problem)
     sans = fields.str_list("subject_alt_names")
     for index, san in enumerate(sans):
-        if not valid_name_value(san):
-            raise fields.error(f"subject_alt_names[{index}]",
-                               f"'{san}' is not a DNS name or IP address")
+        problem = certificate_name_problem(san, validation)
+        if problem:
+            raise fields.error(f"subject_alt_names[{index}]", problem)
     key_text = fields.str("key", "RSA-2048").upper().replace("EC-", "ECDSA-")
     if key_text not in KEY_TYPES:
         raise fields.error("key", f"'{fields.data.get('key')}' is not supported; use one of "
@@ -887,6 +1102,20 @@ def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile], renew_
         raise order_fields.error("external_requester", "at most 512 characters")
     order = OrderSettings(profile_id, order_fields.int("term", minimum=1, maximum=3650), org_id,
                           comments, requester, custom_fields)
+    window = renewal_window(fields, "renew_before_days", default_window)
+    # A window close to the term replaces the certificate soon after it is issued, on nearly
+    # every run: at most MAX_WINDOW_PERCENT of the term, as for a window given in percent.
+    longest = order.term * MAX_WINDOW_PERCENT // 100 if order.term is not None else None
+    if longest is not None and window.percent is None and window.days > longest:
+        where, _, key = window.source.rpartition(": ")
+        inherited = where != path
+        raise fields.error("scm.term" if inherited else key,
+                           f"the renewal window of {window.days} days"
+                           f"{f' (from {window.source})' if inherited else ''} is too long "
+                           f"for the certificate's term (scm.term: {order.term} days; at most "
+                           f"{longest} days, {MAX_WINDOW_PERCENT}%), so runs would order a new "
+                           "certificate soon after each one is issued; choose fewer days, or a "
+                           "share of the lifetime such as renew_before: 33%")
     services = fields.str_list("ssl_tls_service_profiles")
     for index, service in enumerate(services):
         if len(service) > MAX_OBJECT_NAME or not re.fullmatch(r"[A-Za-z0-9][\w .()-]*",
@@ -896,6 +1125,4 @@ def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile], renew_
     algorithm, bits = KEY_TYPES[key_text]
     return CertificateProfile(
         name, path, firewall, object_name, validation, common_name, tuple(sans), subject,
-        KeySpec(algorithm, bits), digest, order,
-        fields.int("renew_before_days", renew_days, minimum=0, maximum=3650),
-        tuple(services))
+        KeySpec(algorithm, bits), digest, order, window, tuple(services))

@@ -47,7 +47,7 @@ def run_demo(out: TextIO) -> int:
             results = run(config, [], RunOptions(mode="enroll")).results
             failed = [r for r in results if r.failed]
             running = parse_inventory(lab.panos.running_tree().find("shared"))
-            rows: List[Tuple[str, ...]] = [("PROFILE", "FIREWALL OBJECT", "COMMON NAME", "KEY",
+            rows: List[Tuple[str, ...]] = [("PROFILE", "OBJECT", "COMMON NAME", "KEY",
                                             "ISSUER", "NOT AFTER")]
             for result in results:
                 entry = running.certificates.get(result.object or "")

@@ -49,6 +49,14 @@ class ScmError(AgentError):
         self.sent = sent
 
     @property
+    def refused(self) -> bool:
+        """SCM answered and refused this request for a reason of its own (an error code with a
+        4xx status other than authentication and rate limiting): sending the same request
+        again would be refused again, so the request must change first."""
+        return self.sent is True and self.status is not None and self.code is not None and \
+            400 <= self.status < 500 and self.status not in (401, 403, 408, 429)
+
+    @property
     def placed_nothing(self) -> bool:
         """True when this failure proves that an order request placed no order: it never
         left, or SCM answered with a refusal (a 4xx with its error code, or 429/503)."""
@@ -71,3 +79,8 @@ class VerificationError(AgentError):
     def __init__(self, message: str, retry: bool = False) -> None:
         super().__init__(message)
         self.retry = retry
+
+
+class Interrupted(AgentError):
+    """SIGINT or SIGTERM asked the run to stop: the step that raises this did not start (or
+    stopped waiting for something the device finishes by itself); the state is saved."""

@@ -26,16 +26,18 @@ the firewall, so whatever a commit takes in, no service points at an incomplete 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import certs, http
 from .config import CertificateProfile, Config, FirewallProfile, ScmSettings
-from .errors import AgentError, OrderRejected, PanosError, ScmError, VerificationError
+from .errors import (AgentError, Interrupted, OrderRejected, PanosError, ScmError,
+                     VerificationError)
 from .panos import CertificateEntry, Inventory, PanosClient
 from .scm import RENEW_REFUSED_CODES, ClassicClient, ScmClient, make_client, make_lookup
 from .state import CertState, Pending, StateStore, now_iso
@@ -55,7 +57,7 @@ class Result:
     state: str = "error"
     # What the run did or would do: none | enroll | renew | collect | commit.
     action: str = "none"
-    outcome: str = "ok"  # ok | changed | pending | failed | planned
+    outcome: str = "ok"  # ok | changed | pending | failed | planned | interrupted
     message: str = ""
     cert_id: Optional[str] = None
     not_after: Optional[dt.datetime] = None
@@ -72,6 +74,10 @@ class Result:
 
     def fail(self, message: str) -> None:
         self.outcome, self.message = "failed", message
+
+    def interrupt(self, message: str) -> None:
+        """A signal stopped the run before this certificate was done; its state is saved."""
+        self.outcome, self.message = "interrupted", f"interrupted: {message}"
 
 
 @dataclass
@@ -98,42 +104,164 @@ class RunOptions:
     sleep: Callable[[float], None] = time.sleep
     # Called with each certificate's final result, from the firewall's worker thread.
     progress: Optional[Callable[[Result], None]] = None
+    # Set (by a SIGINT/SIGTERM handler) to stop: no new step starts, waits end early.
+    stop: Optional[threading.Event] = None
+    # An SCM order id the administrator found for an interrupted order (renew --adopt).
+    adopt: Optional[str] = None
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, but wake up when a stop is asked."""
+        if self.stop is not None and self.sleep is time.sleep:
+            self.stop.wait(seconds)
+        else:
+            self.sleep(seconds)
 
 
-def assess(profile: CertificateProfile, entry: Optional[CertificateEntry],
-           now: dt.datetime) -> Tuple[str, Optional[str]]:
-    """The certificate's condition on the firewall, and why it must be replaced (None: it
-    need not be)."""
+class Condition(NamedTuple):
+    """How the certificate on the firewall stands against its profile."""
+
+    state: str  # ok | due | missing | expired | revoked
+    reason: Optional[str]  # why it must be replaced; None: it need not be
+    # Something about the profile an administrator should fix, or a replacement the window
+    # asked for and the run declined; the caller logs it (with `once`, only the first time).
+    warning: Optional[str] = None
+    once: bool = False
+
+
+def assess(profile: CertificateProfile, entry: Optional[CertificateEntry], now: dt.datetime,
+           installed: Optional[dt.datetime] = None) -> Condition:
+    """The certificate's condition on the firewall, and why it must be replaced. `installed`
+    is when the agent installed it, if it did (a better "issued" time than Sectigo's
+    not-before, which is midnight of the issue day)."""
     if entry is None:
-        return "missing", "no certificate on the firewall"
+        return Condition("missing", "no certificate on the firewall")
     facts = entry.facts
     if facts is None:
-        return "missing", "the object holds no certificate (only a request)"
+        return Condition("missing", "the object holds no certificate (only a request)")
     if entry.status == "revoked":
-        return "revoked", "revoked"
+        return Condition("revoked", "revoked")
     if facts.not_after <= now:
-        return "expired", f"expired on {facts.not_after:%Y-%m-%d}"
-    if facts.not_after - dt.timedelta(days=profile.renew_before_days) <= now:
-        return "due", f"expires on {facts.not_after:%Y-%m-%d}, within " \
-                      f"{profile.renew_before_days} days"
+        return Condition("expired", f"expired on {facts.not_after:%Y-%m-%d}")
     if facts.key_label != profile.key.label:
-        return "due", f"key changed in the profile ({facts.key_label} -> {profile.key.label})"
+        return Condition("due", f"key changed in the profile ({facts.key_label} -> "
+                                f"{profile.key.label})")
     missing = [n for n in profile.names if not facts.covers(n)]
     if missing:
-        return "due", f"names added to the profile ({', '.join(missing)})"
-    return "ok", None
+        return Condition("due", f"names added to the profile ({', '.join(missing)})")
+    return _window(profile, facts, now, installed)
 
 
-def due_reason(profile: CertificateProfile, entry: Optional[CertificateEntry],
-               now: dt.datetime, mode: str, force: bool) -> Optional[str]:
+def _window(profile: CertificateProfile, facts: certs.Facts, now: dt.datetime,
+            installed: Optional[dt.datetime]) -> Condition:
+    """The renewal window: never a reason to order on every run. A window at least as long
+    as the certificate's lifetime (a term the configuration could not check) is replaced by
+    a third of the lifetime, with a warning; and the window alone never replaces a
+    certificate younger than a tenth of its lifetime, or a day."""
+    lifetime = facts.not_after - facts.not_before
+    window = profile.renewal.before_expiry(lifetime)
+    warning = None
+    if window >= lifetime:
+        warning = (f"the renewal window ({profile.renewal}, {profile.renewal.source}) is not "
+                   f"shorter than this certificate's lifetime ({lifetime.days} days), so it "
+                   "would be replaced on every run; until you shorten it (for example "
+                   "renew_before: 33%), a third of the lifetime is used")
+        window = lifetime / 3
+    if facts.not_after - window > now:
+        return Condition("ok", None, warning)
+    issued = max(facts.not_before, installed or facts.not_before)
+    youngest = max(dt.timedelta(days=1), lifetime / 10)
+    if now - issued < youngest:
+        if warning:
+            return Condition("ok", None, warning)
+        return Condition("ok", None, f"inside its renewal window ({profile.renewal}) but "
+                                     f"issued less than {_days(youngest)} ago "
+                                     f"({issued:%Y-%m-%d %H:%M} UTC), so the window alone does "
+                                     "not replace it yet; shorten the window", once=True)
+    return Condition("due", f"expires on {facts.not_after:%Y-%m-%d}, within "
+                            f"{profile.renewal}", warning)
+
+
+def _days(span: dt.timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return "a day" if days <= 1 else f"{days:.0f} days"
+
+
+def due_reason(condition: Condition, mode: str, force: bool) -> Optional[str]:
     """Why this run must replace the certificate, or None to leave it alone: `enroll` only
     fills in missing certificates, `renew` replaces whatever needs it, --force everything."""
-    condition, reason = assess(profile, entry, now)
     if force:
-        return reason or "renewal forced"
-    if mode == "enroll" and condition != "missing":
+        return condition.reason or "renewal forced"
+    if mode == "enroll" and condition.state != "missing":
         return None
-    return reason
+    return condition.reason
+
+
+def request_spec(profile: CertificateProfile) -> Dict[str, Any]:
+    """What a key and CSR made on the firewall are made for: if any of it changes in the
+    profile before the request is ordered, the request is made again."""
+    subject = profile.subject
+    return {"key": profile.key.label, "digest": profile.digest,
+            "names": list(profile.names), "validation": profile.validation,
+            "subject": [subject.organization, list(subject.organizational_unit),
+                        subject.locality, subject.state, subject.country, subject.email]}
+
+
+def stale_request(profile: CertificateProfile, pending: Pending) -> Optional[str]:
+    """Why a request that has not been ordered yet no longer fits its profile (None: it
+    does). State files from before requests were recorded are judged by their CSR."""
+    if pending.request is not None:
+        spec = request_spec(profile)
+        changed = [k for k in spec if pending.request.get(k) != spec[k]]
+        if changed:
+            return f"the profile's {', '.join(changed)} changed since the request in " \
+                   f"{pending.object} was made"
+        return None
+    if pending.csr:
+        key, names = certs.csr_summary(pending.csr)
+        if key != profile.key.label:
+            return f"the request in {pending.object} has a {key} key, the profile asks for " \
+                   f"{profile.key.label}"
+        missing = [n for n in profile.names if not certs.names_cover(names, n)]
+        if missing:
+            return f"the request in {pending.object} does not name {', '.join(missing)}"
+    return None
+
+
+def installed_at(state: CertState, name: str) -> Optional[dt.datetime]:
+    """When the agent committed the certificate now under `name` (from the state's history)."""
+    for event in reversed(state.history):
+        if event.get("event") == "committed" and event.get("object") == name:
+            try:
+                return dt.datetime.fromisoformat(str(event.get("time")))
+            except ValueError:
+                return None
+    return None
+
+
+def rejected_order(rejected: Dict[str, Any]) -> str:
+    """'order 1234', or 'order' when SCM refused it before giving it an id."""
+    return f"order {rejected['order_id']}" if rejected.get("order_id") else "order"
+
+
+def pending_text(profile: CertificateProfile, pending: Pending) -> str:
+    """What `status` says of a certificate on its way."""
+    if pending.stage == "generated":
+        why = stale_request(profile, pending)
+        if why:
+            return f"{why}; the next run makes a new key and CSR and orders with them"
+        return f"key and CSR made on the firewall in {pending.object}; not ordered yet (the " \
+               "next run orders)"
+    if pending.stage == "ordering":
+        return f"a run was interrupted while ordering at SCM ({pending.since}); the next run " \
+               "finds out whether the order exists before anything else"
+    if pending.stage == "installed":
+        return f"order {pending.order_id} imported into {pending.object}, not committed yet " \
+               "(the next run commits)"
+    return f"order {pending.order_id} placed at SCM, waiting for issuance (the next run " \
+           "collects it)"
 
 
 def renewal_name(base: str, taken: Sequence[str], today: dt.date) -> str:
@@ -163,9 +291,11 @@ class FirewallRun:
         self.scm = scm
         self.lookup = lookup
         self.options = options
-        self.panos = PanosClient(firewall, sleep=options.sleep, shared=shared)
+        self.panos = PanosClient(firewall, sleep=options.pause, shared=shared,
+                                 stopping=options.stopping)
         self.inventory = Inventory()
         self.states: Dict[str, CertState] = {}  # as loaded (and since saved) in this run
+        self.conditions: Dict[str, Condition] = {}  # each certificate as the run found it
         self.commits = 0  # commit jobs that succeeded
         self.started = time.monotonic()
         self.results: Dict[str, Result] = {}
@@ -174,6 +304,10 @@ class FirewallRun:
         results = self.results = {p.name: Result(p.name, self.firewall.name,
                                                  common_name=p.common_name, key=p.key.label)
                                   for p in self.profiles}
+        if self.options.stopping():
+            for result in results.values():
+                result.interrupt("not started")
+            return self._done(results)
         # Step 3: one read tells what the firewall holds.
         try:
             self.inventory = self.panos.read_inventory()
@@ -192,6 +326,9 @@ class FirewallRun:
         ordered: List[Tuple[CertificateProfile, CertState]] = []
         installed: List[CertState] = []
         for profile in self.profiles:
+            if self.options.stopping():
+                results[profile.name].interrupt("not started")
+                continue
             state = self._attempt(profile, results[profile.name], self.prepare, profile,
                                   results[profile.name])
             if state is None or state.pending is None:
@@ -202,11 +339,19 @@ class FirewallRun:
                 ordered.append((profile, state))
         # Steps 4-5: collect all orders together, so that their waits for SCM overlap.
         installed += self.collect_all(ordered, results)
+        if self.options.stopping():
+            for state in installed:
+                results[state.profile].interrupt(f"imported into {state.pending.object}, not "
+                                                 "committed; the next run commits"
+                                                 if state.pending else "not committed")
+            return self._done(results)
         if not installed or self.commit(installed, results):
             self.cleanup(results)
         return self._done(results)
 
     def _done(self, results: Dict[str, Result]) -> List[Result]:
+        if self.panos.stale_api_key:
+            self._stale_key_notice()
         elapsed = time.monotonic() - self.started
         for result in results.values():
             result.seconds = elapsed
@@ -219,6 +364,8 @@ class FirewallRun:
         """Run one step for one certificate; a failure is that certificate's alone."""
         try:
             return step(*args)
+        except Interrupted as exc:
+            result.interrupt(str(exc))
         except AgentError as exc:
             result.fail(str(exc))
             log.error("%s: %s", profile.name, exc)
@@ -237,36 +384,65 @@ class FirewallRun:
         entry = self.inventory.certificates.get(current)
         result.object, result.cert_id = current, state.cert_id
         self._describe(result, entry)
-        result.state = "pending" if state.pending else assess(profile, entry,
-                                                              self.options.now())[0]
+        condition = self.conditions[profile.name] = assess(
+            profile, entry, self.options.now(), installed_at(state, current))
+        result.state = "pending" if state.pending else condition.state
+        if condition.warning and state.pending is None:
+            self._warn(profile, condition.warning, once=condition.once)
         return state, entry
+
+    def _warn(self, profile: CertificateProfile, message: str, once: bool = False) -> None:
+        self._notice(f"{profile.name}: {message}", f"{profile.name}: {message}", once)
+
+    def _notice(self, key: str, message: str, once: bool = False) -> None:
+        """A warning a person must act on; with `once`, only the first time this state
+        directory sees `key` (later runs log it at INFO), so cron does not mail it nightly.
+        Status and dry runs write nothing, so they only log it."""
+        looking = self.options.mode == "status" or self.options.dry_run
+        if once and (looking or not self.store.first_notice(key)):
+            log.info("%s", message)
+        else:
+            log.warning("%s", message)
+
+    def _stale_key_notice(self) -> None:
+        """The configured API key was refused and keygen made a new one: say once, per key,
+        which field to change; cron would mail the same warning every night otherwise."""
+        fw = self.firewall
+        assert fw.api_key is not None
+        digest = hashlib.sha256(fw.api_key.reveal().encode()).hexdigest()[:16]
+        self._notice(f"stale api_key {fw.name} {digest}",
+                     f"firewall {fw.name}: the firewall refuses the api_key of {fw.path} "
+                     f"({fw.name}.api_key; a password change or key expiry invalidates keys), "
+                     f"so the agent generates a key from username '{fw.username}' on every "
+                     "run instead. Replace api_key with a new key for that user (type=keygen),"
+                     " or delete api_key to always log in with username and password. (Said "
+                     "once for this key.)", once=True)
 
     def _decide(self, profile: CertificateProfile, state: CertState,
                 entry: Optional[CertificateEntry], result: Result) -> Optional[str]:
         """Why this run replaces the certificate (None: it leaves it); the same for real runs
         and dry runs. Raises when an earlier order was refused and --force is not given."""
         if state.rejected and not self.options.force:
-            raise AgentError(f"the last order ({state.rejected.get('order_id')}) "
+            raise AgentError(f"the last {rejected_order(state.rejected)} "
                              f"{state.rejected.get('reason')}. Fix the cause, then run: "
                              f"paloaltoagent.py renew {profile.name} --force")
-        reason = due_reason(profile, entry, self.options.now(), self.options.mode,
-                            self.options.force)
+        condition = self.conditions[profile.name]
+        reason = due_reason(condition, self.options.mode, self.options.force)
         if reason is None:
             result.message = "up to date" if result.state == "ok" else \
-                f"{assess(profile, entry, self.options.now())[1]}; enroll leaves it, " \
-                "renew replaces it"
+                f"{condition.reason}; enroll leaves it, renew replaces it"
         return reason
 
     def look(self, profile: CertificateProfile, result: Result) -> None:
         """`status`: the certificate's condition, from the one read and the state file."""
         state, _ = self._current(profile, result)
         if state.pending:
-            result.message = f"order {state.pending.order_id or '(being placed)'} in progress " \
-                             f"({state.pending.stage})"
+            result.message = pending_text(profile, state.pending)
         elif state.rejected:
             result.state = "error"
-            result.message = f"the last order ({state.rejected.get('order_id')}) " \
-                             f"{state.rejected.get('reason')}"
+            result.message = f"the last {rejected_order(state.rejected)} " \
+                             f"{state.rejected.get('reason')}; fix the cause, then: " \
+                             f"paloaltoagent.py renew {profile.name} --force"
 
     def plan(self, profile: CertificateProfile, result: Result) -> None:
         """`--dry-run`: the steps a real run would take for this certificate, in order,
@@ -274,13 +450,21 @@ class FirewallRun:
         state, entry = self._current(profile, result)
         fw, pending = self.firewall.name, state.pending
         steps: List[str] = []
+        freed: Optional[str] = None
+        if pending is not None and pending.stage == "generated":
+            why = "--force" if self.options.force else stale_request(profile, pending)
+            if why:
+                steps.append(f"delete the unused request {pending.object} ({why})")
+                freed, pending = pending.object, None
         if pending is None:
             reason = self._decide(profile, state, entry, result)
             if reason is None:
                 steps += self._plan_cleanup(state, None)
+                if freed:
+                    steps.append(f"commit {fw} (partial, admin {self.firewall.admin})")
                 result.plan = steps
                 return
-            new, old = self._new_object(profile), (result.object if entry else None)
+            new, old = self._new_object(profile, freed), (result.object if entry else None)
             kind = "renew" if state.cert_id else "enroll"
             steps.append(f"generate {profile.key.label} key and CSR on {fw} as {new} "
                          f"({reason})")
@@ -318,6 +502,9 @@ class FirewallRun:
         if ids and ids != pending.ids_before:
             return [f"resume order {ids}, recorded in .ids by the interrupted run",
                     f"collect order {ids}"]
+        if self.options.adopt:
+            return [f"adopt order {self.options.adopt} (--adopt)",
+                    f"collect order {self.options.adopt}"]
         if self.scm_settings is not None and self.scm_settings.lookup is not None:
             return [f"search SCM's orders for {profile.common_name} to find the interrupted "
                     "order; adopt it, or order if it never reached SCM" +
@@ -328,7 +515,8 @@ class FirewallRun:
                     "after an interrupted order)", "collect the new order"]
         raise AgentError(f"a previous run was interrupted while ordering at SCM (at "
                          f"{pending.since}); a real run stops here until: paloaltoagent.py "
-                         f"renew {profile.name} --force (or set scm.lookup_label)")
+                         f"renew {profile.name} --adopt ID (an order you found in SCM) or "
+                         "--force (there is none), or scm.lookup_label is set")
 
     def _plan_cleanup(self, state: CertState, old: Optional[str]) -> List[str]:
         """Deletes the cleanup would attempt, and its commit if any delete would happen. The
@@ -368,16 +556,32 @@ class FirewallRun:
         when it has an order to collect or a certificate waiting to be committed."""
         state, entry = self._current(profile, result)
         current = result.object
+        if self.options.adopt and (state.pending is None or
+                                   state.pending.stage != "ordering"):
+            now = pending_text(profile, state.pending) if state.pending else "nothing pending"
+            raise AgentError(f"--adopt: {profile.name} has no interrupted order to adopt "
+                             f"({now})")
+        if state.pending is not None and state.pending.stage == "generated":
+            # Nothing was ordered with this request yet: if it no longer fits the profile
+            # (or --force asks for a fresh start), it is thrown away and the run decides again.
+            why = "--force" if self.options.force else stale_request(profile, state.pending)
+            if why:
+                self._discard_request(profile, state, why)
         if state.pending is None:
             reason = self._decide(profile, state, entry, result)
             if reason is None:
                 return None
             log.info("%s: replacing the certificate on %s: %s", profile.name,
                      self.firewall.name, reason)
+            # What SCM would refuse is found out before the firewall makes a key for it.
+            self.scm().preflight(profile)
             state.rejected = None
             state.pending = Pending("generated", self._new_object(profile),
                                     "renew" if state.cert_id else "enroll", since=now_iso(),
-                                    replaces=current if entry is not None else None)
+                                    replaces=current if entry is not None else None,
+                                    request=request_spec(profile))
+            if state.pending.object in state.superseded:  # a name freed earlier in this run
+                state.superseded.remove(state.pending.object)
             state.note("replace", reason=reason, object=state.pending.object)
             self.store.save(state)
         pending = state.pending
@@ -389,9 +593,38 @@ class FirewallRun:
         if pending.stage == "ordering":
             self._resume_ordering(profile, state)
         if pending.stage == "generated":
-            self._order(profile, state, self._csr(profile, pending))
+            csr = self._csr(profile, pending)
+            if self.options.stopping():  # the request is saved: the next run orders with it
+                raise Interrupted(f"key and CSR made in {pending.object}, not ordered; the "
+                                  "next run orders")
+            self._order(profile, state, csr)
             result.ordered = True
         return state
+
+    def _discard_request(self, profile: CertificateProfile, state: CertState,
+                         why: str) -> None:
+        """Delete an unordered request object (a key and CSR only; nothing can use it) and
+        forget it. Its deletion is committed with the rest of the run, or by the cleanup."""
+        pending = state.pending
+        assert pending is not None
+        log.info("%s: making a new key and CSR instead of the unused request in %s (%s)",
+                 profile.name, pending.object, why)
+        entry = self.inventory.certificates.get(pending.object)
+        users = self.inventory.references(pending.object) if entry is not None else []
+        if entry is not None and entry.cert is None and not users:
+            self.panos.delete_certificate(pending.object)
+            self.inventory.certificates.pop(pending.object, None)
+            if pending.object not in state.superseded:
+                state.superseded.append(pending.object)  # so that the delete is committed
+        elif entry is not None:
+            # Not a bare request any more (a certificate was imported into it, or something
+            # names it): not the agent's to delete.
+            log.warning("%s: leaving %s on %s as it is (%s)", profile.name, pending.object,
+                        self.firewall.name, f"used by {', '.join(users)}" if users else
+                        "it holds a certificate")
+        state.note("discarded", object=pending.object, reason=why)
+        state.pending = None
+        self.store.save(state)
 
     def collect_all(self, waiting: List[Tuple[CertificateProfile, CertState]],
                     results: Dict[str, Result]) -> List[CertState]:
@@ -404,7 +637,13 @@ class FirewallRun:
         deadline = time.monotonic() + self.scm_settings.poll_timeout
         while waiting:
             still: List[Tuple[CertificateProfile, CertState]] = []
-            for profile, state in waiting:
+            for index, (profile, state) in enumerate(waiting):
+                if self.options.stopping():
+                    for other, left in still + waiting[index:]:
+                        assert left.pending is not None
+                        results[other.name].interrupt(f"order {left.pending.order_id} waits "
+                                                      "at SCM; the next run collects it")
+                    return installed
                 result = results[profile.name]
                 chain = self._attempt(profile, result, self._collect, profile, state)
                 if result.failed:
@@ -427,14 +666,16 @@ class FirewallRun:
                                       "processed by SCM; the next run collects it")
                     log.info("%s: %s", profile.name, result.message)
                 break
-            self.options.sleep(self.scm_settings.poll_interval)
+            self.options.pause(self.scm_settings.poll_interval)
         return installed
 
-    def _new_object(self, profile: CertificateProfile) -> str:
-        if profile.object_name not in self.inventory.certificates:
+    def _new_object(self, profile: CertificateProfile, freed: Optional[str] = None) -> str:
+        """The profile's object name when it is free, else a new dated one. `freed`: a name
+        the run will have deleted by then (a dry run has not)."""
+        taken = [n for n in self.inventory.certificates if n != freed]
+        if profile.object_name not in taken:
             return profile.object_name
-        return renewal_name(profile.object_name, list(self.inventory.certificates),
-                            self.options.now().date())
+        return renewal_name(profile.object_name, taken, self.options.now().date())
 
     def _csr(self, profile: CertificateProfile, pending: Pending) -> str:
         """Have the firewall make the key pair and CSR (unless an interrupted run already
@@ -462,6 +703,11 @@ class FirewallRun:
         if ids and ids != pending.ids_before:
             self._adopt(profile, state, ids, "recorded in .ids by the interrupted run")
             return
+        if self.options.adopt:
+            # The administrator found the order in SCM. If it is not ours, verification
+            # refuses its certificate (it does not carry the key made on the firewall).
+            self._adopt(profile, state, self.options.adopt, "given with --adopt")
+            return
         lookup = self.lookup()
         if lookup is not None:
             csr_key = certs.csr_key(pending.csr) if pending.csr else None
@@ -480,14 +726,17 @@ class FirewallRun:
             if not self.options.force:
                 raise AgentError(f"a previous run was interrupted while ordering and SCM "
                                  f"has several new orders for {profile.common_name} "
-                                 f"({', '.join(found)}); check which is ours in SCM, then "
-                                 f"run: paloaltoagent.py renew {profile.name} --force")
+                                 f"({', '.join(found)}); check in SCM which was placed at "
+                                 f"{pending.since}, then run: paloaltoagent.py renew "
+                                 f"{profile.name} --adopt ID (or --force to order anew)")
         elif not self.options.force:
             raise AgentError(
                 f"a previous run was interrupted while ordering at SCM (at {pending.since}); "
-                f"an order may exist. Check SCM for an order for {profile.common_name}, then "
-                f"run: paloaltoagent.py renew {profile.name} --force to order anew (or set "
-                "scm.lookup_label so the agent can look for it itself)")
+                f"an order may exist. Look in SCM for an order for {profile.common_name} "
+                f"placed then: if there is one, run: paloaltoagent.py renew {profile.name} "
+                f"--adopt ID (the agent collects it); if there is none: paloaltoagent.py "
+                f"renew {profile.name} --force (or set scm.lookup_label so the agent can "
+                "look by itself)")
         log.warning("%s: ordering again after an interrupted attempt (--force)", profile.name)
         pending.stage = "generated"
 
@@ -517,11 +766,28 @@ class FirewallRun:
         try:
             order_id = self._send_order(client, profile, state, csr_pem)
         except ScmError as exc:
+            if exc.refused:
+                # SCM refused this very request (a key type, a name, a custom field...): it
+                # would refuse it again, so the request is discarded, not re-sent every night.
+                raise self._reject(profile, state, f"was refused by SCM: {exc}") from None
             if exc.placed_nothing:
                 pending.stage = "generated"
-                state.note("order refused", reason=str(exc))
+                state.note("order not placed", reason=str(exc))
                 self.store.save(state)
-            raise
+                raise
+            # The answer was lost: SCM may have placed the order. The `ordering` stage stays,
+            # so no run orders again before finding out.
+            if self.scm_settings is not None and self.scm_settings.lookup is not None:
+                then = "the next run searches SCM's orders for it and collects it, or orders " \
+                       "only if it never reached SCM"
+            else:
+                then = (f"no run orders again on its own. Look in SCM for an order for "
+                        f"{profile.common_name} placed now: if there is one, run: "
+                        f"paloaltoagent.py renew {profile.name} --adopt ID (the agent collects "
+                        f"it); if there is none: paloaltoagent.py renew {profile.name} --force "
+                        "(scm.lookup_label lets the agent look by itself)")
+            raise AgentError(f"{exc}; SCM may have placed the order without its answer "
+                             f"arriving: {then}") from None
         self.store.write_ids(profile.name, order_id)
         pending.order_id, pending.stage = order_id, "ordered"
         state.note("ordered", order_id=order_id, kind=pending.kind, api=client.api)
@@ -591,8 +857,9 @@ class FirewallRun:
         state.note("rejected", order_id=pending.order_id, reason=reason)
         state.pending = None
         self.store.save(state)
-        return AgentError(f"order {pending.order_id} {reason}. Fix the cause (in SCM or the "
-                          f"profile), then run: paloaltoagent.py renew {profile.name} --force")
+        return AgentError(f"{rejected_order(state.rejected)} {reason}. Fix the cause (in SCM "
+                          f"or the profile), then run: paloaltoagent.py renew {profile.name} "
+                          "--force")
 
     def _install(self, profile: CertificateProfile, state: CertState,
                  chain: certs.Chain) -> None:
@@ -648,6 +915,10 @@ class FirewallRun:
     def commit(self, installed: List[CertState], results: Dict[str, Result]) -> bool:
         try:
             self._commit()
+        except Interrupted as exc:
+            for state in installed:
+                results[state.profile].interrupt(f"{exc}; the next run completes it")
+            return False
         except PanosError as exc:
             for state in installed:
                 results[state.profile].fail(f"imported but not committed (the next run "
@@ -677,20 +948,28 @@ class FirewallRun:
         code 10 otherwise). Names stay in the state until the cleanup commit succeeded, so a
         delete left uncommitted by an interrupted run is committed by the next one."""
         touched: List[CertState] = []
+        if self.options.stopping():
+            return  # the superseded objects stay listed; the next run removes them
         for profile in self.profiles:
             state = self.states.get(profile.name)
             if state is None or not state.superseded:
                 continue
             needs_commit = False
-            for name in state.superseded:
+            in_use = {state.object, state.pending.object if state.pending else None}
+            for name in list(state.superseded):
+                if name in in_use:  # never delete what the profile holds or is making
+                    state.superseded.remove(name)
+                    continue
                 if name not in self.inventory.certificates:
                     needs_commit = True  # deleted in the candidate, perhaps not yet committed
                     continue
                 users = self.inventory.references(name)
                 if users:
-                    log.info("%s: keeping old %s, still used by %s", profile.name, name,
-                             ", ".join(users))
+                    log.warning("%s: keeping old %s, still used by %s (repoint it, and the "
+                                "next run deletes it)", profile.name, name, ", ".join(users))
                     continue
+                if self.options.stopping():
+                    break  # what is not deleted yet stays listed for the next run
                 try:
                     self.panos.delete_certificate(name)
                 except PanosError as exc:
@@ -703,7 +982,12 @@ class FirewallRun:
         if not touched:
             return
         try:
+            if self.options.stopping():
+                raise Interrupted(f"firewall {self.firewall.name}: not committed")
             self._commit()
+        except Interrupted as exc:
+            log.info("%s: %s; the next run commits the removal", self.firewall.name, exc)
+            return
         except PanosError as exc:
             log.error("%s: cleanup commit failed: %s", self.firewall.name, exc)
             for state in touched:

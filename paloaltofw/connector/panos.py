@@ -22,7 +22,7 @@ from defusedxml import ElementTree as SafeET
 
 from . import certs, http
 from .config import CertificateProfile, FirewallProfile
-from .errors import PanosError
+from .errors import Interrupted, PanosError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class PanosClient:
 
     def __init__(self, profile: FirewallProfile,
                  sleep: Callable[[float], None] = time.sleep,
-                 shared: Optional[http.Shared] = None) -> None:
+                 shared: Optional[http.Shared] = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.profile = profile
         self.url = profile.url + "/api/"
         # Reads may be repeated after a lost answer; writes (a commit, a generate) may not.
@@ -89,6 +90,9 @@ class PanosClient:
         self._writer: Optional[http.Session] = None
         self._key = profile.api_key.reveal() if profile.api_key else None
         self._sleep = sleep
+        self._stopping = stopping  # a signal asked the run to stop: waits end early
+        # The configured api_key was refused and replaced by keygen in this run.
+        self.stale_api_key = False
 
     # -- transport ------------------------------------------------------------------------
 
@@ -117,8 +121,9 @@ class PanosClient:
         by keygen when a username and password are configured (a 403 changed nothing)."""
         response = self._post(params, files, write=write)
         if response.status_code == 403 and self.profile.username and self.profile.password:
-            log.warning("firewall %s: API key refused; generating a new one",
-                        self.profile.name)
+            log.info("firewall %s: API key refused; generating a new one", self.profile.name)
+            if self.profile.api_key and self._key == self.profile.api_key.reveal():
+                self.stale_api_key = True  # the workflow tells the administrator, once
             self._key = None
             response = self._post(params, files, write=write)
         root = self._parse(response)
@@ -289,6 +294,9 @@ class PanosClient:
                 log.info("firewall %s: another commit is running; retrying in %.0f s",
                          self.profile.name, wait)
                 self._sleep(wait)
+                if self._stopping():
+                    raise Interrupted(f"firewall {self.profile.name}: not committed (another "
+                                      "commit was running when the run was interrupted)")
                 wait = min(wait * 2, 60)
                 continue
             job = root.findtext("result/job")
@@ -321,6 +329,10 @@ class PanosClient:
                                  f"finish within {self.profile.commit_timeout:.0f} s "
                                  f"(status {status}); it may still complete on the device")
             self._sleep(interval)
+            if self._stopping():
+                # The job goes on by itself on the device; the next run sees its outcome.
+                raise Interrupted(f"firewall {self.profile.name}: commit job {job} still "
+                                  "running on the device when the run was interrupted")
             interval = min(interval * 1.5, 5.0)
 
 

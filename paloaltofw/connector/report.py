@@ -48,7 +48,8 @@ def state_after(result: Result) -> str:
 
 
 def document(report: Report, command: str, dry_run: bool, exit_code: int,
-             now: Optional[dt.datetime] = None, error: Optional[str] = None) -> Dict[str, Any]:
+             now: Optional[dt.datetime] = None, error: Optional[str] = None,
+             signal: Optional[str] = None) -> Dict[str, Any]:
     """The --json document. For `status` the counts describe states (nothing is done)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     results = report.results
@@ -63,14 +64,15 @@ def document(report: Report, command: str, dry_run: bool, exit_code: int,
         "host": socket.gethostname(),
         "started": report.started.replace(microsecond=0).isoformat(),
         "duration_seconds": round(report.seconds, 3), "exit_code": exit_code,
-        "error": error,
+        "error": error, "signal": signal or None,
         "summary": {"certificates": len(results), "ok": ok,
                     "changed": sum(1 for r in results if r.outcome == "changed"),
                     "pending": pending,
                     "planned": sum(1 for r in results if r.outcome == "planned"),
                     "failed": sum(1 for r in results if r.failed),
+                    "interrupted": sum(1 for r in results if r.outcome == "interrupted"),
                     "attention": sum(1 for r in results if state_after(r) != "ok"
-                                     and r.outcome != "planned"),
+                                     and r.outcome not in ("planned", "interrupted")),
                     "orders": report.orders, "commits": report.commits},
         "certificates": [certificate(r, now) for r in results],
     }

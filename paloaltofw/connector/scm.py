@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 
 from . import certs, http
 from .config import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings
-from .errors import OrderRejected, ScmError
+from .errors import ConfigError, OrderRejected, ScmError
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,10 @@ class OAuth:
                 log.debug("SCM token URL discovered: %s", found.group(1))
             self.token_url = found.group(1)
         elif not self.token_url:
-            raise ScmError("SCM answered 401 without an authorization_uri to get a token from; "
-                           "set token_url in the credentials block", 401)
+            raise ScmError("SCM answered HTTP 401 without naming its token endpoint "
+                           "(WWW-Authenticate: Bearer authorization_uri=...), so no token could "
+                           "be obtained and nothing was done; if SCM keeps answering so, set "
+                           "token_url in the credentials block", 401)
 
     def fetch(self) -> None:
         assert self.token_url
@@ -144,6 +146,10 @@ class ScmClient(abc.ABC):
     def collect(self, order_id: str) -> Optional[bytes]:
         """The issued chain, or None while SCM is still processing the order."""
 
+    def preflight(self, profile: CertificateProfile) -> None:
+        """Raise ConfigError when SCM would refuse an order for `profile`, before the firewall
+        makes a key for it. The Enrollment API cannot tell (it has no profile listing)."""
+
     # -- transport ------------------------------------------------------------------------
 
     def _headers(self) -> Dict[str, str]:
@@ -171,8 +177,15 @@ class ScmClient(abc.ABC):
             if response.status_code == 401 and self.oauth and attempt == 1:
                 # No token yet, or it expired early: learn the token URL, get a fresh one.
                 self.oauth.invalidate(used)
-                self.oauth.discover(response)
+                try:
+                    self.oauth.discover(response)
+                except ScmError as exc:
+                    exc.sent = True  # SCM answered: the 401 proves nothing was done
+                    raise
                 continue
+            if response.status_code == 401 and self.oauth and used:
+                # A token SCM issued moments ago was refused: not a credentials problem.
+                response.fresh_token_refused = True  # type: ignore[attr-defined]
             return response
         raise AssertionError("unreachable: the second attempt always returns")
 
@@ -180,8 +193,17 @@ class ScmClient(abc.ABC):
         body = _json(response)
         code, description = body.get("code"), body.get("description")
         if response.status_code == 401:
+            if getattr(response, "fresh_token_refused", False):
+                detail = description or "no detail"
+                return ScmError(f"SCM {what}: refused with HTTP 401 ({detail}) although SCM "
+                                "had just issued a token for client_id "
+                                f"{self.credentials.client_id}; the credentials work, but SCM "
+                                "does not let this account do this: check the account's "
+                                "permissions and certificate profiles in SCM. Nothing was "
+                                "done", 401, code)
             return ScmError(f"SCM {what}: authentication failed ({description or 'HTTP 401'});"
-                            " check the credentials block", 401, code)
+                            f" check the credentials block '{self.credentials.label}' in "
+                            f"{self.credentials.path}. Nothing was done", 401, code)
         text = f"{code} {description}" if code is not None else \
             f"HTTP {response.status_code}"
         cls = OrderRejected if code in REJECTED_CODES else ScmError
@@ -275,6 +297,8 @@ class ClassicClient(ScmClient):
             # Certificate authentication only works under the /private prefix (§5.1).
             url = url[:-len("/api")] + "/private/api"
         self.base = f"{url}/ssl/v1"
+        self._listings: Dict[str, List[Any]] = {}
+        self._listings_lock = threading.Lock()
         if creds.client_cert:
             for session in (self.safe, self.billable):
                 session.cert = (creds.client_cert, creds.client_key)  # type: ignore[assignment]
@@ -311,6 +335,81 @@ class ClassicClient(ScmClient):
     def collect(self, order_id: str) -> Optional[bytes]:
         return self.download(f"{self.base}/collect/{order_id}", f"collect of {order_id}",
                              params={"format": self.COLLECT_FORMAT})
+
+    # -- what SCM would refuse, asked once per run (sectigo.md §5.3) ---------------------
+
+    def preflight(self, profile: CertificateProfile) -> None:
+        """The certificate profile exists for the organization, has the validation level,
+        key type and term the profile asks for, and every mandatory custom field is given."""
+        order = profile.order
+        try:
+            types = self._listing(f"types:{order.org_id}", f"{self.base}/types",
+                                  "certificate profiles",
+                                  {"organizationId": order.org_id} if order.org_id else None)
+            fields = [f for f in self._listing("customFields", f"{self.base}/customFields",
+                                               "custom fields") if isinstance(f, dict)]
+        except ScmError as exc:
+            if exc.status not in (401, 403, 404):
+                raise
+            # An account allowed to order but not to list: the order itself will tell.
+            with self._listings_lock:
+                if not self._listings.get("skipped"):
+                    self._listings["skipped"] = [True]
+                    log.warning("SCM: cannot check certificate profiles before ordering (%s); "
+                                "ordering without the check", exc)
+            return
+        found = next((t for t in types if isinstance(t, dict) and
+                      str(t.get("id")) == str(order.profile_id)), None)
+        if found is None:
+            known = ", ".join(f"{t.get('id')} ({t.get('name')})" for t in types
+                              if isinstance(t, dict))
+            raise ConfigError(f"SCM certificate profile {order.profile_id} not found for "
+                              f"organization {order.org_id} (SCM offers: {known or 'none'})",
+                              profile.path, "scm.profile_id")
+        name = str(found.get("name") or order.profile_id)
+        level = scm_validation_level(f"{found.get('name', '')} {found.get('description', '')}")
+        if level and level != profile.validation:
+            raise ConfigError(f"SCM certificate profile {order.profile_id} ('{name}') is {level}"
+                              f", but validation is {profile.validation}; change validation "
+                              "or scm.profile_id", profile.path, "validation")
+        allowed = key_types(found.get("keyTypes"))
+        if allowed and profile.key.label not in allowed:
+            raise ConfigError(f"SCM certificate profile '{name}' does not allow "
+                              f"{profile.key.label} keys (it allows "
+                              f"{format_key_types(found.get('keyTypes'))})", profile.path, "key")
+        terms = [t for t in found.get("terms") or [] if isinstance(t, int)]
+        if order.term is not None and terms and order.term not in terms:
+            raise ConfigError(f"SCM certificate profile '{name}' allows terms of "
+                              f"{', '.join(map(str, terms))} days, not {order.term}",
+                              profile.path, "scm.term")
+        given = {k for k, _ in order.custom_fields}
+        missing = [str(f.get("name")) for f in fields if f.get("mandatory") and
+                   f.get("name") not in given]
+        if missing:
+            raise ConfigError(f"SCM requires the custom field{'s' if len(missing) > 1 else ''} "
+                              f"{', '.join(repr(m) for m in missing)}; add "
+                              f"{'them' if len(missing) > 1 else 'it'} under "
+                              "scm.custom_fields", profile.path, "scm.custom_fields")
+        unknown = sorted(given - {str(f.get("name")) for f in fields})
+        if fields and unknown:
+            raise ConfigError(f"SCM has no custom field {unknown[0]!r} (it has: "
+                              f"{', '.join(str(f.get('name')) for f in fields)})",
+                              profile.path, "scm.custom_fields")
+
+    def _listing(self, key: str, url: str, what: str,
+                 params: Optional[Dict[str, Any]] = None) -> List[Any]:
+        """A JSON list from SCM, fetched once per run (firewall threads share the client)."""
+        with self._listings_lock:
+            if key not in self._listings:
+                response = self.request("GET", url, what, params=params)
+                if response.status_code != 200:
+                    raise self.error(what, response)
+                try:
+                    data = response.json()
+                except ValueError:
+                    raise ScmError(f"SCM {what}: the answer is not JSON") from None
+                self._listings[key] = data if isinstance(data, list) else []
+            return self._listings[key]
 
     def find_orders(self, common_name: str, since: dt.date, exclude: Set[str],
                     csr_key: Optional[bytes]) -> List[str]:
@@ -366,6 +465,46 @@ class ClassicClient(ScmClient):
         except (ValueError, IndexError):
             return True
         return certs.spki(leaf.public_key()) == csr_key
+
+
+def scm_validation_level(text: str) -> Optional[str]:
+    """DV, OV or EV when an SCM profile's name or description says so unambiguously
+    ('Sectigo OV SSL', 'Extended Validation ...'); None when it does not tell."""
+    found = set(re.findall(r"\b(DV|OV|EV)\b", text))
+    lowered = text.lower().replace("-", " ")
+    for words, level in (("domain valid", "DV"), ("organization valid", "OV"),
+                         ("organisation valid", "OV"), ("extended valid", "EV")):
+        if words in lowered:
+            found.add(level)
+    return found.pop() if len(found) == 1 else None
+
+
+def key_types(listing: Any) -> Set[str]:
+    """The key types an SCM profile's `keyTypes` ({"RSA": ["2048"], "EC": ["P-256"]}) allows,
+    as profiles name them (RSA-2048, ECDSA-P256)."""
+    allowed: Set[str] = set()
+    if not isinstance(listing, dict):
+        return allowed
+    for family, sizes in listing.items():
+        if not isinstance(sizes, list):
+            continue
+        for size in sizes:
+            # "2048"; "P-256", "secp384r1", "prime256v1": the bits are what identify it.
+            bits = re.search(r"(\d{3,4})", str(size))
+            if bits is None:
+                continue
+            if str(family).upper() == "RSA":
+                allowed.add(f"RSA-{bits.group(1)}")
+            elif str(family).upper() in ("EC", "ECDSA", "ECC"):
+                allowed.add(f"ECDSA-P{bits.group(1)}")
+    return allowed
+
+
+def format_key_types(listing: Any) -> str:
+    if not isinstance(listing, dict):
+        return "none listed"
+    return "; ".join(f"{family} {', '.join(map(str, sizes))}" for family, sizes in listing.items()
+                     if isinstance(sizes, list)) or "none listed"
 
 
 def make_client(settings: ScmSettings, pool_size: int = 4) -> ScmClient:

@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import shutil
+import socket
 import stat
+import subprocess
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -54,12 +56,75 @@ class Gpg:
                               "encryption.gpg_binary")
         if settings.gpg_home:
             os.makedirs(settings.gpg_home, mode=0o700, exist_ok=True)
+        self._binary = binary
+        self._gpgconf = _companion(binary, "gpgconf")
+        # The daemons of this GnuPG home that run before the agent uses it: the ones gpg
+        # starts for it (gpg-agent for secret keys) are stopped again by close().
+        self._daemons_before = self._daemons()
         try:
             self.gpg = gnupg.GPG(gpgbinary=binary, gnupghome=settings.gpg_home)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot run gpg ({exc})", config_path,
                               "encryption.gpg_binary") from None
         self._passphrase: Optional[str] = None
+        self._cache_cleared = False
+        # gpg 2.2.7+: a symmetric passphrase is not kept in gpg-agent's cache.
+        self._extra = ["--no-symkey-cache"] if tuple(self.gpg.version or ()) >= (2, 2, 7) \
+            else []
+
+    # -- daemons: leave none behind, and never lean on a cached passphrase -----------------
+
+    def _home_args(self) -> List[str]:
+        return ["--homedir", self.settings.gpg_home] if self.settings.gpg_home else []
+
+    def _daemons(self) -> Dict[str, bool]:
+        """{component: listening} for gpg-agent, dirmngr and keyboxd of this home, from
+        their sockets (connecting to a socket starts nothing)."""
+        if self._gpgconf is None:
+            return {}
+        try:
+            listing = subprocess.run([self._gpgconf, *self._home_args(), "--list-dirs"],
+                                     capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        sockets = dict(line.split(":", 1) for line in listing.splitlines() if ":" in line)
+        return {component: _listening(sockets[key]) for component, key in (
+            ("gpg-agent", "agent-socket"), ("dirmngr", "dirmngr-socket"),
+            ("keyboxd", "keyboxd-socket")) if key in sockets}
+
+    def close(self) -> None:
+        """Stop the daemons gpg started for this run (a gpg-agent left behind would keep the
+        passphrase cached, and one more daemon per run per home would pile up); daemons that
+        ran before, such as a desktop's agent, are left alone."""
+        if self._gpgconf is None:
+            return
+        for component, running in self._daemons().items():
+            if running and not self._daemons_before.get(component, False):
+                subprocess.run([self._gpgconf, *self._home_args(), "--kill", component],
+                               capture_output=True, timeout=30)
+                log.debug("stopped the %s this run started", component)
+
+    def _forget_cached_passphrases(self) -> None:
+        """With a configured passphrase, a gpg-agent that ran before this run may still hold
+        the keys' passphrases in its cache, and would then accept a wrong passphrase_file:
+        clear the cache entries of this home's secret keys, so the passphrase is checked."""
+        if self._cache_cleared or not self._daemons_before.get("gpg-agent"):
+            return
+        self._cache_cleared = True
+        connect = _companion(self._binary, "gpg-connect-agent")
+        try:
+            listing = subprocess.run([self._binary, *self._home_args(), "--batch",
+                                      "--with-colons", "--with-keygrip",
+                                      "--list-secret-keys"], capture_output=True, text=True,
+                                     timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return
+        grips = [line.split(":")[9] for line in listing.splitlines()
+                 if line.startswith("grp:") and len(line.split(":")) > 9]
+        if connect and grips:
+            subprocess.run([connect, *self._home_args(), "--no-autostart",
+                            *[f"CLEAR_PASSPHRASE --mode=normal {g}" for g in grips], "/bye"],
+                           capture_output=True, timeout=30)
 
     def passphrase(self) -> Optional[str]:
         """From passphrase_file (which must be private) or the passphrase_env variable."""
@@ -92,7 +157,8 @@ class Gpg:
                 raise ConfigError("symmetric mode needs passphrase_file or passphrase_env",
                                   self.config_path, "encryption")
             result = self.gpg.encrypt(plaintext, None, symmetric="AES256",
-                                      passphrase=passphrase, armor=True)
+                                      passphrase=passphrase, armor=True,
+                                      extra_args=self._extra)
         else:
             result = self.gpg.encrypt(plaintext, [self.settings.recipient], armor=True,
                                       always_trust=True)
@@ -106,15 +172,19 @@ class Gpg:
 
     def decrypt(self, ciphertext: str, path: str, field: str) -> str:
         passphrase = self.passphrase()
-        result = self.gpg.decrypt(ciphertext, passphrase=passphrase)
+        if passphrase is not None:
+            self._forget_cached_passphrases()
+        result = self.gpg.decrypt(ciphertext, passphrase=passphrase, extra_args=self._extra)
         if not result.ok:
             stderr = (result.stderr or "").lower()
-            if "no secret key" in (result.status or "") or "no_seckey" in stderr:
-                why = "no secret key for it in the GPG home " \
-                      f"{self.settings.gpg_home or '~/.gnupg'}"
-            elif "bad passphrase" in stderr or "bad_passphrase" in stderr or \
+            # A wrong passphrase for a protected key also reads "no secret key": look for
+            # the passphrase first.
+            if "bad passphrase" in stderr or "bad_passphrase" in stderr or \
                     "bad session key" in stderr or result.status == "need symmetric passphrase":
                 why = "wrong or missing passphrase (passphrase_file / passphrase_env)"
+            elif "no secret key" in (result.status or "") or "no_seckey" in stderr:
+                why = "no secret key for it in the GPG home " \
+                      f"{self.settings.gpg_home or '~/.gnupg'}"
             elif "no valid openpgp data" in stderr or "nodata" in stderr:
                 why = "the value is not valid GPG data (corrupted?)"
             else:
@@ -123,16 +193,46 @@ class Gpg:
         return str(result)
 
 
-def decryptor(settings: EncryptionSettings, config_path: str) -> Callable[[str, str, str], str]:
-    """What load_config calls for each encrypted value; gpg starts only if one is met."""
-    holder: List[Gpg] = []
+class LazyDecryptor:
+    """What load_config calls for each encrypted value: gpg starts only if one is met, and
+    `close()` (load_config calls it once every value is read) stops what gpg started."""
 
-    def decrypt(ciphertext: str, path: str, field: str) -> str:
-        if not holder:
-            holder.append(Gpg(settings, config_path))
-        return holder[0].decrypt(ciphertext, path, field)
+    def __init__(self, settings: EncryptionSettings, config_path: str) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self._gpg: Optional[Gpg] = None
 
-    return decrypt
+    def __call__(self, ciphertext: str, path: str, field: str) -> str:
+        if self._gpg is None:
+            self._gpg = Gpg(self.settings, self.config_path)
+        return self._gpg.decrypt(ciphertext, path, field)
+
+    def close(self) -> None:
+        if self._gpg is not None:
+            self._gpg.close()
+
+
+def decryptor(settings: EncryptionSettings, config_path: str) -> LazyDecryptor:
+    return LazyDecryptor(settings, config_path)
+
+
+def _companion(gpg_binary: str, name: str) -> Optional[str]:
+    """gpgconf or gpg-connect-agent of the same GnuPG installation as `gpg_binary`."""
+    beside = os.path.join(os.path.dirname(gpg_binary), name)
+    return beside if os.path.isfile(beside) else shutil.which(name)
+
+
+def _listening(path: str) -> bool:
+    """Whether a daemon accepts connections on this Unix socket."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 # --- rewriting files in place --------------------------------------------------------------
@@ -247,5 +347,5 @@ def _apply(paths: List[str], verb: str,
     for path, (text, changed) in prepared.items():
         if changed:
             write_like(path, text)
-            log.info("%s: %sed %s", path, verb, ", ".join(changed))
+            log.debug("%s: %sed %s", path, verb, ", ".join(changed))  # the CLI says it
     return {p: changed for p, (_, changed) in prepared.items()}

@@ -18,7 +18,8 @@ fsync of the directory):
            "kind": "enroll|renew", "api": "...", "since": "ISO time",
            "replaces": "www",             # the object it supersedes
            "ids_before": "1234",          # .ids when the order went out (see below)
-           "csr": "-----BEGIN CERTIFICATE REQUEST-----..."},
+           "csr": "-----BEGIN CERTIFICATE REQUEST-----...",
+           "request": {"key": "RSA-2048", "names": [...], ...}},  # what it was made for
        "superseded": ["www"],             # old objects to delete once nothing references them
        "rejected": {...},                 # an order refused at verification or by SCM, kept
        "history": [{"time", "event", ...}]}
@@ -37,6 +38,7 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -57,6 +59,9 @@ class Pending:
     replaces: Optional[str] = None  # the object this certificate supersedes, if any
     ids_before: Optional[str] = None  # the .ids content when the order went out
     csr: Optional[str] = None  # the CSR (PEM, not secret): its key is what the order must carry
+    # What the key and CSR were made for (key, names, validation, subject): a request that no
+    # longer matches its profile is made again before anything is ordered with it.
+    request: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -82,8 +87,29 @@ def now_iso() -> str:
 class StateStore:
     """Reads and writes the state files of one state directory."""
 
+    NOTICES = "notices.json"
+
     def __init__(self, directory: str) -> None:
         self.directory = directory
+        self._notices_lock = threading.Lock()  # firewall threads share the store
+
+    def first_notice(self, key: str) -> bool:
+        """True the first time `key` is noticed in this state directory (and records it):
+        for warnings a person needs once, not from every nightly run by cron mail."""
+        path = os.path.join(self.directory, self.NOTICES)
+        with self._notices_lock:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    seen = json.load(handle)
+            except (OSError, ValueError):
+                seen = {}
+            if not isinstance(seen, dict):
+                seen = {}
+            if key in seen:
+                return False
+            seen[key] = now_iso()
+            atomic_write(path, json.dumps(seen, indent=1, sort_keys=True) + "\n")
+            return True
 
     def ensure_writable(self) -> None:
         """Create the directory (0700) and prove it is writable, before anything is sent."""
