@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from connector.config import CertificateProfile, KeySpec, OrderSettings, RenewalWindow, Subject
+from connector.settings import (CertificateProfile, KeySpec, OrderSettings, RenewalWindow,
+                                Subject)
 from connector.lifecycle import assess
 from connector.panos import CertificateEntry
 

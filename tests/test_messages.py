@@ -133,7 +133,7 @@ def test_the_shipped_texts_match_the_code() -> None:
     assert comment.index("--config") < comment.index("sectigo_pycert_config") < \
         comment.index("next to paloaltoagent.py")
     # The sample's object_name limit is the one config.py enforces.
-    from connector.config import MAX_OBJECT_NAME, RENEWAL_SUFFIX_ROOM
+    from connector.checks import MAX_OBJECT_NAME, RENEWAL_SUFFIX_ROOM
     sample = read("paloaltofw", "profiles_sample", "certificate.yaml")
     limit = re.search(r"object_name:.*max (\d+)", sample)
     assert limit and int(limit.group(1)) == MAX_OBJECT_NAME - RENEWAL_SUFFIX_ROOM

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from conftest import edit_yaml
-from connector.config import FirewallProfile, TlsSettings
+from connector.settings import FirewallProfile, TlsSettings
 from connector.errors import PanosError
 from connector.panos import PanosClient
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from . import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import Config
+    from .settings import Config
     from .lifecycle import Report, Result
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_EULA = 0, 1, 2, 3
@@ -224,7 +224,7 @@ def load(args: argparse.Namespace) -> "Config":
     config = load_config(config_path(args.config), make_decryptor=decryptor)
     unknown = [n for n in args.profiles if n not in config.certificates]
     if unknown:
-        from .config import did_you_mean
+        from .fields import did_you_mean
         from .errors import ConfigError
         raise ConfigError(f"no certificate profile '{unknown[0]}' in {config.profiles_dir}"
                           f"{did_you_mean(unknown[0], list(config.certificates))}")

@@ -28,7 +28,7 @@ from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
 
-from .config import TlsSettings
+from .settings import TlsSettings
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import certs, http
-from .config import CertificateProfile, Config, FirewallProfile, ScmSettings
+from .settings import CertificateProfile, Config, FirewallProfile, ScmSettings
 from .errors import (AgentError, Interrupted, OrderRejected, PanosError, ScmError,
                      VerificationError)
 from .panos import CertificateEntry, Inventory, PanosClient

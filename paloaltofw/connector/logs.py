@@ -1,6 +1,6 @@
 """Logging: a rotating log file and stderr, with known secrets masked in every record.
 
-Secrets are kept out of log calls in the first place (they travel as `config.Secret`); the
+Secrets are kept out of log calls in the first place (they travel as `settings.Secret`); the
 redaction filter is the second line of defence for anything that slips through, such as a
 device echoing a value back in an error message.
 """

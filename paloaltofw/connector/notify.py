@@ -18,7 +18,7 @@ from typing import Callable, List, Optional
 import requests
 
 from . import http
-from .config import EmailSettings, NotificationSettings, TlsSettings, WebhookSettings
+from .settings import EmailSettings, NotificationSettings, TlsSettings, WebhookSettings
 from .lifecycle import Report
 from .report import days_left
 

@@ -21,7 +21,7 @@ from cryptography import x509
 from defusedxml import ElementTree as SafeET
 
 from . import certs, http
-from .config import CertificateProfile, FirewallProfile
+from .settings import CertificateProfile, FirewallProfile
 from .errors import Interrupted, PanosError
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import certs, http
-from .config import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings
+from .settings import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings
 from .errors import ConfigError, OrderRejected, ScmError
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import yaml
 
-from .config import (ENCRYPTED_MARKER, NOTIFICATION_SECRETS, NOTIFICATIONS_FILE, SECRET_FIELDS,
-                     EncryptionSettings, check_private, read_yaml)
+from .config import NOTIFICATION_SECRETS, NOTIFICATIONS_FILE, SECRET_FIELDS
+from .fields import ENCRYPTED_MARKER, check_private, read_yaml
+from .settings import EncryptionSettings
 from .errors import ConfigError
 from .state import atomic_write
 

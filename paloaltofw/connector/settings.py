@@ -1,0 +1,263 @@
+"""The typed configuration: what `config.py` builds from the YAML files, once, and the rest of
+the agent trusts. Every default is written here and nowhere else (the loader passes only the
+values a file gives); objects are built with keywords.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+# The key types a firewall can generate (panos.md §3.3), as profiles name them.
+KEY_TYPES: Dict[str, Tuple[str, int]] = {
+    "RSA-2048": ("RSA", 2048), "RSA-3072": ("RSA", 3072), "RSA-4096": ("RSA", 4096),
+    "ECDSA-P256": ("ECDSA", 256), "ECDSA-P384": ("ECDSA", 384), "ECDSA-P521": ("ECDSA", 521)}
+DIGESTS = ("sha256", "sha384", "sha512")
+VALIDATIONS = ("DV", "OV", "EV")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+APIS = ("enrollment", "classic")
+ENCRYPTION_MODES = ("none", "public-key", "symmetric")
+
+
+class Secret:
+    """A secret value that will not show itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    algorithm: str = "RSA"  # "RSA" or "ECDSA"
+    bits: int = 2048
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm}-{'P' if self.algorithm == 'ECDSA' else ''}{self.bits}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """CSR subject fields beyond the common name (OV/EV)."""
+
+    organization: Optional[str] = None
+    organizational_unit: Tuple[str, ...] = ()
+    locality: Optional[str] = None
+    state: Optional[str] = None
+    country: Optional[str] = None
+    email: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RenewalWindow:
+    """When a certificate becomes due: a number of days before it expires, or a share of its
+    lifetime (`33%`), which stays right as public lifetimes shrink from 200 to 47 days.
+    `source` is the file and field it was set in, for messages."""
+
+    days: int = 30
+    percent: Optional[int] = None
+    source: str = ""
+
+    def before_expiry(self, lifetime: dt.timedelta) -> dt.timedelta:
+        """How long before expiry a certificate of this lifetime becomes due."""
+        if self.percent is not None:
+            return lifetime * self.percent / 100
+        return dt.timedelta(days=self.days)
+
+    def __str__(self) -> str:
+        return f"{self.percent}% of the lifetime" if self.percent is not None else \
+            f"{self.days} days"
+
+
+@dataclass(frozen=True)
+class OrderSettings:
+    """What goes into the SCM order besides the CSR."""
+
+    profile_id: Optional[int] = None
+    term: Optional[int] = None  # None: SCM's default for the profile
+    org_id: Optional[int] = None
+    comments: Optional[str] = None
+    external_requester: Optional[str] = None
+    custom_fields: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CertificateProfile:
+    """One certificate on one firewall (`profiles_dir/NAME.yaml`)."""
+
+    name: str
+    path: str
+    firewall: str
+    object_name: str
+    validation: str  # DV | OV | EV
+    common_name: str
+    subject_alt_names: Tuple[str, ...] = ()
+    subject: Subject = Subject()
+    key: KeySpec = KeySpec()
+    digest: str = "sha256"
+    order: OrderSettings = OrderSettings()
+    renewal: RenewalWindow = RenewalWindow()
+    ssl_tls_service_profiles: Tuple[str, ...] = ()
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Every name the certificate must cover: the common name first, then the SANs."""
+        return tuple(dict.fromkeys((self.common_name,) + self.subject_alt_names))
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    verify: bool = True
+    ca_bundle: Optional[str] = None
+    fingerprint: Optional[str] = None  # SHA-256 of the server certificate, lower-case hex
+
+
+@dataclass(frozen=True)
+class FirewallProfile:
+    """One firewall (a block of a `profiles_dir/fw_*.yaml` file)."""
+
+    name: str
+    path: str
+    url: str  # https://host[:port], the management interface
+    admin: str  # whose changes the partial commit takes
+    api_key: Optional[Secret] = None
+    username: Optional[str] = None
+    password: Optional[Secret] = None
+    commit_description: str = "Certificates updated by paloaltoagent"
+    tls: TlsSettings = TlsSettings()
+    vsys: Optional[str] = None  # None: the shared certificate store
+    timeout: float = 30.0
+    commit_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class ScmCredentials:
+    """One labelled block of the SCM credentials file (sectigo.md §2.1)."""
+
+    label: str
+    path: str
+    api: str  # enrollment | classic
+    url: str
+    client_id: Optional[str] = None
+    client_secret: Optional[Secret] = None
+    token_url: Optional[str] = None
+    login: Optional[str] = None
+    password: Optional[Secret] = None
+    customer_uri: Optional[str] = None
+    org_id: Optional[int] = None
+    cert_type: Optional[int] = None
+    client_cert: Optional[str] = None
+    client_key: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ScmSettings:
+    credentials: ScmCredentials
+    tls: TlsSettings = TlsSettings()
+    timeout: float = 30.0
+    poll_interval: float = 10.0
+    poll_timeout: float = 120.0
+    # Classic-API credentials used only to find an order an interrupted run placed but never
+    # recorded (the Enrollment API cannot list orders); the main ones when they are classic.
+    lookup: Optional[ScmCredentials] = None
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    file: Optional[str] = None
+    max_bytes: int = 10 * 1024 * 1024
+    backup_count: int = 5
+
+
+@dataclass(frozen=True)
+class EncryptionSettings:
+    mode: str = "none"  # none | public-key | symmetric
+    gpg_home: Optional[str] = None
+    gpg_binary: str = "gpg"
+    recipient: Optional[str] = None
+    passphrase_file: Optional[str] = None
+    passphrase_env: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    host: str
+    sender: str
+    recipients: Tuple[str, ...]
+    port: int = 587
+    starttls: bool = True
+    username: Optional[str] = None
+    password: Optional[Secret] = None
+    ca_bundle: Optional[str] = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: Secret  # incoming-webhook URLs carry their token
+    ca_bundle: Optional[str] = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """Alerts on failures, and on certificates the run left within `expiry_warning_days`."""
+
+    expiry_warning_days: int = 14
+    email: Optional[EmailSettings] = None
+    webhook: Optional[WebhookSettings] = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    base_dir: str
+    profiles_dir: str
+    state_dir: str
+    logging: LoggingSettings = LoggingSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+    renewal: RenewalWindow = RenewalWindow()
+    scm: Optional[ScmSettings] = None
+    firewalls: Dict[str, FirewallProfile] = field(default_factory=dict)
+    certificates: Dict[str, CertificateProfile] = field(default_factory=dict)
+    max_parallel_firewalls: int = 16
+    metrics_file: Optional[str] = None
+    notifications: Optional[NotificationSettings] = None
+
+    def secrets(self) -> List[str]:
+        """Every secret value, for the log redaction filter."""
+        values: List[Optional[Secret]] = []
+        if self.notifications:
+            if self.notifications.email:
+                values.append(self.notifications.email.password)
+            if self.notifications.webhook:
+                url = self.notifications.webhook.url
+                values.append(url)
+                # urllib3's debug line names only the path, where webhook services put the
+                # token. A short path holds no token, and masking it would blur other lines.
+                path = urlsplit(url.reveal())._replace(scheme="", netloc="").geturl()
+                if len(path) >= 16:
+                    values.append(Secret(path))
+        for fw in self.firewalls.values():
+            values += [fw.api_key, fw.password]
+        if self.scm:
+            for creds in (self.scm.credentials, self.scm.lookup):
+                if creds is not None:
+                    values += [creds.client_secret, creds.password]
+        return [v.reveal() for v in values if v]
