@@ -287,30 +287,33 @@ def test_old_object_still_referenced_elsewhere_is_kept_until_released(one: Any) 
     assert entry(one, "site") is None and one.state_of("site")["superseded"] == []
 
 
-def test_failed_cleanup_commit_is_completed_by_the_next_run(one: Any) -> None:
+def test_a_crash_before_the_one_commit_is_completed_by_the_next_run(one: Any) -> None:
+    # The new certificate, its binding and the deletion of the old object wait together in
+    # the candidate for the device's one commit; the run dies before it.
+    from connector import device
     assert one.run("enroll")[0] == 0
     orders = len(one.orders())
-    one.lab.panos.settings.commit_fail = 0
-    real_commit = panos_client.PanosClient.commit
-    calls = []
+    real_commit = device.Firewall.commit
 
-    def commit(self: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise Crash()  # killed before the cleanup commit
-        return real_commit(self)
+    def crash(self: Any) -> Any:
+        raise Crash()
 
-    panos_client.PanosClient.commit = commit
+    device.Firewall.commit = crash  # type: ignore[method-assign]
     try:
         with pytest.raises(Crash):
             one.run("renew", "--force")
     finally:
-        panos_client.PanosClient.commit = real_commit
+        device.Firewall.commit = real_commit  # type: ignore[method-assign]
+    state = one.state_of("site")
+    assert state["pending"]["stage"] == "installed" and state["pending"]["replaces"] == "site"
     assert entry(one, "site") is not None  # deleted in the candidate only
-    assert one.state_of("site")["superseded"] == ["site"]
+    assert entry(one, "site", "candidate") is None
     assert one.run("renew")[0] == 0
+    new = installed(one)
     assert entry(one, "site") is None and one.state_of("site")["superseded"] == []
-    assert len(one.orders()) == orders + 1
+    assert len(one.orders()) == orders + 1 and new.serial_number
+    commits = [c for c in one.lab.panos.commits if c.result == "OK"]
+    assert len(commits) == 2  # the enrollment's and the renewal's: one each
 
 
 def test_stale_api_key_is_replaced_by_keygen_once(one: Any, capsys: Any) -> None:

@@ -14,8 +14,8 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from connector.settings import (CertificateProfile, KeySpec, OrderSettings, RenewalWindow,
                                 Subject)
-from connector.lifecycle import assess
-from connector.panos import CertificateEntry
+from connector.device import CertificateEntry
+from connector.plan import assess
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
 # A subjectAltName extension whose content is cut short: cryptography cannot read it.

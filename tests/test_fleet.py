@@ -81,7 +81,7 @@ def test_nothing_due_one_read_per_firewall_and_no_scm_request(small_fleet: Any,
     assert len(keygens) == (0 if credentials == "api_key" else FIREWALLS)
 
 
-def test_renewal_of_every_certificate_two_commits_per_firewall(small_fleet: Any) -> None:
+def test_renewal_of_every_certificate_one_commit_per_firewall(small_fleet: Any) -> None:
     small_fleet.lab.scm.settings.backdate_days = 40  # 50 of 90 days left
     assert small_fleet.run("enroll")[0] == 0
     for name in [p for p in os.listdir(small_fleet.profiles) if p.startswith("fw") and
@@ -94,8 +94,10 @@ def test_renewal_of_every_certificate_two_commits_per_firewall(small_fleet: Any)
     assert len(got["orders"]) == FIREWALLS * PER_FIREWALL
     assert all(o["op"] == "renew" for o in got["orders"])
     commits = successful_commits(got["panos"])
-    # One commit for the new certificates, one for removing the old objects.
-    assert per_firewall(commits) == {f"lab-fw-{n:02d}": 2 for n in range(1, FIREWALLS + 1)}
+    # One commit takes the new certificates, their bindings and the removal of the old ones.
+    assert per_firewall(commits) == {f"lab-fw-{n:02d}": 1 for n in range(1, FIREWALLS + 1)}
+    deletes = [e for e in got["panos"] if e.get("action") == "delete"]
+    assert len(deletes) == FIREWALLS * PER_FIREWALL
     reads = [e for e in got["panos"] if e["summary"].endswith("xpath=/config/shared")]
     assert len(reads) == FIREWALLS
     collects = [e for e in got["scm"] if e["method"] == "GET"]

@@ -163,7 +163,7 @@ def test_dry_run_first_enrollment_plans_every_action(work: Any) -> None:
     check_plan_covers_real_run(work, "enroll")
 
 
-def test_dry_run_renewal_of_a_bound_certificate_plans_repoint_delete_and_both_commits(
+def test_dry_run_renewal_of_a_bound_certificate_plans_repoint_delete_and_one_commit(
         work: Any) -> None:
     assert work.run("enroll")[0] == 0
     work.lab.panos.set_certificate_status("portal-example-com", "revoked")
@@ -173,10 +173,10 @@ def test_dry_run_renewal_of_a_bound_certificate_plans_repoint_delete_and_both_co
     assert new.startswith("portal-example-com-")
     assert steps[0].startswith(f"generate RSA-2048 key and CSR on lab-fw-01 as {new} (revoked")
     assert steps[1].startswith("renew SCM certificate ")
-    assert f"point SSL/TLS service profile {SEED_PROFILE} at {new}" in steps
-    assert steps[-3:] == ["commit lab-fw-01 (partial, admin certbot)",
-                          "delete portal-example-com if nothing references it",
-                          "commit lab-fw-01 again (partial, admin certbot)"]
+    # The old object goes in the same commit as the new certificate and its binding.
+    assert steps[-3:] == [f"point SSL/TLS service profile {SEED_PROFILE} at {new}",
+                          "delete portal-example-com",
+                          "commit lab-fw-01 (partial, admin certbot)"]
     check_plan_covers_real_run(work, "renew")
     assert work.state_of(PORTAL)["object"] == new
 
@@ -197,7 +197,9 @@ def test_dry_run_of_an_interrupted_order_says_what_the_real_run_will_do(work: An
     with open(work.config, "w") as handle:
         yaml.safe_dump(data, handle)
     code, plan = work.run_json("renew", "--dry-run")
-    assert code == 1 and "a real run stops here" in plan["certificates"][0]["error"]
+    error = plan["certificates"][0]["error"]
+    assert code == 1 and "a previous run was interrupted while ordering" in error
+    assert "--adopt ID" in error and "--force" in error
     code, plan = work.run_json("renew", "--dry-run", "--force")
     assert plan["certificates"][0]["plan"][0].startswith("order again at SCM")
     assert len(work.orders()) == 1  # dry runs ordered nothing

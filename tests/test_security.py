@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from conftest import edit_yaml
 from connector.settings import FirewallProfile, TlsSettings
 from connector.errors import PanosError
-from connector.panos import PanosClient
+from connector.panos import XmlApi
 
 
 @pytest.fixture()
@@ -263,8 +263,8 @@ class FakeResponse:
     b"<result>&x;</result></response>",
 ])
 def test_device_xml_with_entities_is_refused(document: bytes) -> None:
-    client = PanosClient(FirewallProfile("fw", "fw.yaml", "https://192.0.2.1", "admin",
-                                         tls=TlsSettings()))
+    client = XmlApi(FirewallProfile(name="fw", path="fw.yaml", url="https://192.0.2.1",
+                                    admin="admin"))
     with pytest.raises(PanosError, match="unreadable XML"):
         client._parse(FakeResponse(document))  # type: ignore[arg-type]
 

@@ -22,7 +22,7 @@ from . import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .settings import Config
-    from .lifecycle import Report, Result
+    from .results import Report, Result
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_EULA = 0, 1, 2, 3
 CONFIG_ENV = "sectigo_pycert_config"
@@ -312,7 +312,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """status, enroll and renew: configuration, EULA, the run, then what it reports."""
     from . import eula, logs
     from .errors import ConfigError, EulaNotAccepted
-    from .lifecycle import Report
+    from .results import Report
     from .state import StateStore
 
     redact = logs.setup("INFO", stderr_level(args))
@@ -582,7 +582,7 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
             print(f"paloaltoagent: {message}", file=sys.stderr)
             code = 128 + signal.SIGINT
             if args.json:
-                from .lifecycle import Report
+                from .results import Report
                 from .report import document, to_json
                 out.write(to_json(document(Report([]), args.command,
                                            getattr(args, "dry_run", False), code,

@@ -19,9 +19,16 @@ from . import certs
 from .config import load_config
 from .lifecycle import RunOptions, run
 from .cli import table
-from .panos import parse_inventory
+from .bindings import SSL_TLS_SERVICE_PROFILE
+from .device import DeviceView, parse_view
 
 BOUND_PROFILE = "portal-dv-rsa2048"
+
+
+def service(view: DeviceView, name: str) -> str:
+    """The certificate SSL/TLS service profile `name` points at."""
+    bound = view.binding(SSL_TLS_SERVICE_PROFILE, name)
+    return bound.certificate if bound else "-"
 
 
 def _table(rows: Sequence[Tuple[str, ...]], out: TextIO) -> None:
@@ -46,7 +53,7 @@ def run_demo(out: TextIO) -> int:
             out.write("1. Enroll every sample certificate profile (keys made on the firewall):\n")
             results = run(config, [], RunOptions(mode="enroll")).results
             failed = [r for r in results if r.failed]
-            running = parse_inventory(lab.panos.running_tree().find("shared"))
+            running = parse_view(lab.panos.running_tree().find("shared"))
             rows: List[Tuple[str, ...]] = [("PROFILE", "OBJECT", "COMMON NAME", "KEY",
                                             "ISSUER", "NOT AFTER")]
             for result in results:
@@ -66,15 +73,15 @@ def run_demo(out: TextIO) -> int:
                     out.write(f"FAILED {result.profile}: {result.message}\n")
                 return 1
 
-            old = running.service_profiles.get(SEED_PROFILE, "-")
+            old = service(running, SEED_PROFILE)
             out.write(f"2. Force a renewal of {BOUND_PROFILE}, whose certificate "
                       f"SSL/TLS service profile {SEED_PROFILE} uses:\n")
             renewed = run(config, [BOUND_PROFILE], RunOptions(mode="renew", force=True)).results[0]
             if renewed.failed:
                 out.write(f"FAILED {renewed.profile}: {renewed.message}\n")
                 return 1
-            after = parse_inventory(lab.panos.running_tree().find("shared"))
-            new = after.service_profiles.get(SEED_PROFILE, "-")
+            after = parse_view(lab.panos.running_tree().find("shared"))
+            new = service(after, SEED_PROFILE)
             entry = after.certificates.get(new)
             _table([("new object", f"{new} (key on the firewall: "
                                    f"{'yes' if entry and entry.has_key else 'no'}, SCM id "

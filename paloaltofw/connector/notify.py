@@ -19,7 +19,7 @@ import requests
 
 from . import http
 from .settings import EmailSettings, NotificationSettings, TlsSettings, WebhookSettings
-from .lifecycle import Report
+from .results import Report
 from .report import days_left
 
 log = logging.getLogger(__name__)

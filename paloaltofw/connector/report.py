@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any, Dict, List, Optional
 
-from .lifecycle import Report, Result
+from .results import Report, Result
 from .state import atomic_write
 
 SCHEMA = "paloaltoagent/report/v1"

@@ -40,17 +40,28 @@ import os
 import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 from .errors import AgentError, ConfigError
+from .results import Word
 
 VERSION = 1
 HISTORY_LIMIT = 50
 
 
+class Stage(Word):
+    """How far a certificate on its way got; each stage is saved before the step that leaves
+    it, so a run interrupted anywhere is resumed from here."""
+
+    GENERATED = "generated"  # key and CSR made on the device, not ordered
+    ORDERING = "ordering"  # the order is being sent: its answer may not have been recorded
+    ORDERED = "ordered"  # SCM gave the order's id
+    INSTALLED = "installed"  # imported and bound on the device, not committed yet
+
+
 @dataclass
 class Pending:
-    stage: str  # generated | ordering | ordered | installed
+    stage: Stage
     object: str
     kind: str = "enroll"
     api: str = ""
@@ -166,10 +177,18 @@ class StateStore:
                               f"{data.get('version') if isinstance(data, dict) else '?'})",
                               path)
         pending = data.get("pending")
-        return CertState(profile, data.get("object"), data.get("cert_id"), data.get("api"),
-                         Pending(**pending) if pending else None,
-                         list(data.get("superseded") or []), data.get("rejected"),
-                         list(data.get("history") or []))
+        try:
+            parsed = Pending(**dict(pending, stage=Stage(pending["stage"]))) if pending \
+                else None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"state file has an unreadable pending order ({exc}); restore it "
+                              "from backup or move it away to start this certificate afresh",
+                              path) from None
+        return CertState(profile=profile, object=data.get("object"),
+                         cert_id=data.get("cert_id"), api=data.get("api"), pending=parsed,
+                         superseded=list(data.get("superseded") or []),
+                         rejected=data.get("rejected"),
+                         history=list(data.get("history") or []))
 
     def save(self, state: CertState) -> None:
         data = {"version": VERSION, "profile": state.profile, "object": state.object,
@@ -180,10 +199,10 @@ class StateStore:
         atomic_write(self._path(state.profile, ".json"),
                      json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-    def known_order_ids(self) -> set:
+    def known_order_ids(self) -> Set[str]:
         """Every order id any certificate profile's state mentions (so that a search for an
         interrupted run's order never picks another profile's)."""
-        known = set()
+        known: Set[str] = set()
         try:
             names = [f for f in os.listdir(self.directory) if f.endswith(".json")]
         except OSError:

@@ -1,0 +1,478 @@
+"""The decision: from a certificate profile, its state file and what the device holds, the
+steps a run takes for that certificate, in order (PRODUCT.md's workflow, steps 3-5).
+
+`decide` is pure: it reads nothing, writes nothing and sends nothing. A real run executes the
+first step, then decides again (a step may learn something: an order's id, what a search at
+SCM found, that SCM is still processing); a dry run prints the whole list. There is one
+decision tree, so what a dry run shows is what the real run does, step for step, as long as
+each step goes as hoped.
+
+The order of the steps: objects left over from earlier renewals are cleaned up first (they
+wait for nothing); then the certificate's own way: a stale request is thrown away, a key and
+CSR are made, the order is placed (or an interrupted one found again), collected, verified and
+imported; consumers are pointed at the new object, the object it replaces is deleted if
+nothing else uses it; and the device commits once, for every certificate of the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
+
+from . import certs
+from .bindings import SSL_TLS_SERVICE_PROFILE, BindingKind
+from .device import CertificateEntry, DeviceView
+from .errors import AgentError
+from .results import Action, State, Word
+from .settings import CertificateProfile
+from .state import CertState, Pending, Stage
+
+
+class StepKind(Word):
+    DISCARD = "discard"  # delete a request object that was never ordered with
+    GENERATE = "generate"  # the device makes a key pair and CSR
+    ORDER = "order"  # place the order at SCM (enroll, or renew by the previous id)
+    RESUME = "resume"  # an interrupted order's id was recorded in .ids
+    ADOPT = "adopt"  # an interrupted order's id given with --adopt
+    LOOKUP = "lookup"  # search SCM's orders for an interrupted order
+    REORDER = "reorder"  # order again after an interrupted order (--force)
+    COLLECT = "collect"  # fetch the issued chain (SCM may still be processing)
+    INSTALL = "install"  # verify the chain, import CAs and the certificate, read it back
+    BIND = "bind"  # point a consumer at the new object (or create it)
+    DELETE = "delete"  # delete a superseded object nothing uses any more
+    KEEP = "keep"  # a superseded object still in use: kept, said
+    COMMIT = "commit"  # the device's one commit of the run
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    object: str  # the certificate object (for COMMIT: the device) the step is about
+    text: str  # how a plan and a report say it
+    reason: str = ""  # GENERATE, DISCARD: why
+    order_id: Optional[str] = None  # RESUME, ADOPT, COLLECT (once known)
+    renew_of: Optional[str] = None  # ORDER: renew this SCM certificate (else enroll)
+    binding: Optional[BindingKind] = None  # BIND
+    location: str = ""  # BIND: the consumer
+    users: Tuple[str, ...] = ()  # KEEP: what still uses the object
+
+    @property
+    def key(self) -> Tuple[str, str, str]:
+        """What the step is, whatever the run learns on the way (a dry run knows no order id):
+        how a planned and an executed step are compared."""
+        return (self.kind.value, self.object, self.location)
+
+    def as_dict(self) -> Dict[str, str]:
+        return {"step": self.kind.value, "object": self.object, "text": self.text}
+
+
+class Condition(NamedTuple):
+    """How the certificate on the device stands against its profile."""
+
+    state: State  # ok | due | missing | expired | revoked
+    reason: Optional[str]  # why it must be replaced; None: it need not be
+    # Something about the profile an administrator should fix, or a replacement the window
+    # asked for and the run declined; the caller logs it (with `once`, only the first time).
+    warning: Optional[str] = None
+    once: bool = False
+
+
+@dataclass(frozen=True)
+class Situation:
+    """Everything the decision looks at."""
+
+    profile: CertificateProfile
+    state: CertState
+    view: DeviceView
+    now: dt.datetime
+    mode: str = "renew"  # enroll: only missing certificates; renew: whatever is due
+    force: bool = False
+    adopt: Optional[str] = None  # renew --adopt ID
+    lookup: bool = False  # classic credentials to search SCM's orders with
+    ids: Optional[str] = None  # the .ids file now
+    device: str = ""  # the device's name, for the texts
+    commit_text: str = "commit"  # how the device's commit reads
+    collected: bool = False  # this run holds the pending order's issued chain
+    kept: FrozenSet[str] = frozenset()  # objects this run already found still in use
+    made_now: bool = False  # the pending request was made by this run (--force keeps it)
+
+
+@dataclass
+class Decision:
+    condition: Condition
+    steps: List[Step] = field(default_factory=list)
+    stop: Optional[str] = None  # why the certificate cannot go on this run (a failure)
+    action: Action = Action.NONE
+    object: Optional[str] = None  # the object the run is about (the new one when replacing)
+    message: str = ""  # what a run that leaves the certificate alone says of it
+
+
+def decide(s: Situation) -> Decision:
+    """The steps the run takes for this certificate, in order (module docstring)."""
+    profile, state, view = s.profile, s.state, s.view
+    current = state.object or profile.object_name
+    entry = view.certificates.get(current)
+    condition = assess(profile, entry, s.now, installed_at(state, current))
+    plan = _Plan(s, Decision(condition, object=current))
+    pending = state.pending
+    if s.adopt and (pending is None or pending.stage is not Stage.ORDERING and
+                    pending.order_id != s.adopt):
+        now = pending_text(profile, pending) if pending else "nothing pending"
+        return plan.stopped(f"--adopt: {profile.name} has no interrupted order to adopt "
+                            f"({now})")
+    # Objects left over from earlier renewals (and refused orders) wait for nothing.
+    plan.clean_up([n for n in state.superseded
+                   if n not in (state.object, pending.object if pending else None)])
+    freed: Optional[str] = None
+    if pending is not None and pending.stage is Stage.GENERATED and not s.made_now:
+        why = "--force" if s.force else stale_request(profile, pending)
+        if why:
+            plan.discard(pending.object, why)
+            freed, pending = pending.object, None
+    if pending is None:
+        return _replace_or_leave(plan, entry, freed)
+    plan.decision.object = pending.object
+    plan.decision.action = {Stage.ORDERED: Action.COLLECT, Stage.INSTALLED: Action.COMMIT
+                            }.get(pending.stage, Action(pending.kind))
+    if pending.stage is Stage.INSTALLED:
+        return _resume_installed(plan, pending)
+    if pending.stage is Stage.ORDERING and not plan.interrupted(pending):
+        return plan.decision
+    if pending.stage is Stage.GENERATED:
+        request = view.certificates.get(pending.object)
+        if request is not None and not request.is_request:
+            return plan.stopped(f"object {pending.object} on {s.device} holds something "
+                                "other than the agent's pending request; rename or delete it")
+        if request is None:  # the run that saved the request was stopped before making it
+            plan.generate(pending.object, "the request the last run began")
+        plan.order(pending.object, pending.kind)
+    return plan.finish(pending.object, pending.replaces, pending.order_id)
+
+
+def _replace_or_leave(plan: "_Plan", entry: Optional[CertificateEntry],
+                      freed: Optional[str]) -> Decision:
+    s, decision = plan.s, plan.decision
+    state = s.state
+    if state.rejected and not s.force:
+        return plan.stopped(f"the last {rejected_order(state.rejected)} "
+                            f"{state.rejected.get('reason')}. Fix the cause, then run: "
+                            f"paloaltoagent.py renew {s.profile.name} --force")
+    reason = due_reason(decision.condition, s.mode, s.force)
+    if reason is None:
+        decision.message = "up to date" if decision.condition.state is State.OK else \
+            f"{decision.condition.reason}; enroll leaves it, renew replaces it"
+        return plan.close()
+    old = (state.object or s.profile.object_name) if entry is not None else None
+    new = new_object(s.profile, s.view, s.now, freed)
+    decision.object, decision.action = new, Action.RENEW if state.cert_id else Action.ENROLL
+    plan.generate(new, reason)
+    plan.order(new, "renew" if state.cert_id else "enroll")
+    return plan.finish(new, old, None)
+
+
+def _resume_installed(plan: "_Plan", pending: Pending) -> Decision:
+    """An earlier run imported the certificate, and its commit did not happen or failed."""
+    entry = plan.s.view.certificates.get(pending.object)
+    if entry is not None and entry.cert is not None and entry.has_key:
+        return plan.finish(pending.object, pending.replaces, pending.order_id, installed=True)
+    if entry is not None and entry.is_request:
+        # The candidate lost the import (reverted by hand): the order is issued, so
+        # collecting it again costs nothing.
+        return plan.finish(pending.object, pending.replaces, pending.order_id)
+    return plan.stopped(f"the certificate imported into {pending.object} is no longer in the "
+                        f"candidate configuration of {plan.s.device}, and neither is its key; "
+                        f"order anew with: paloaltoagent.py renew {plan.s.profile.name} "
+                        "--force")
+
+
+class _Plan:
+    """The steps as they are decided, and whether the device must commit for them."""
+
+    def __init__(self, s: Situation, decision: Decision) -> None:
+        self.s = s
+        self.decision = decision
+        self.needs_commit = False
+        self.earlier_deletes: List[str] = []
+
+    def add(self, kind: StepKind, obj: str, text: str, **details: Any) -> None:
+        self.decision.steps.append(Step(kind, obj, text, **details))
+
+    def stopped(self, message: str) -> Decision:
+        self.decision.stop = message
+        return self.close()
+
+    def close(self) -> Decision:
+        """The plan so far, with the commit it needs."""
+        if self.needs_commit:
+            text = self.s.commit_text
+            if self.earlier_deletes and not any(
+                    step.kind in (StepKind.INSTALL, StepKind.DELETE)
+                    for step in self.decision.steps):
+                text += f": the earlier delete of {', '.join(self.earlier_deletes)}"
+            self.add(StepKind.COMMIT, self.s.device, text)
+        return self.decision
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def clean_up(self, names: Sequence[str], repointed: Sequence[str] = ()) -> None:
+        """Delete each superseded object nothing else uses; keep (and say) the others.
+        `repointed`: consumers this plan points elsewhere before the delete."""
+        view = self.s.view
+        for name in dict.fromkeys(names):
+            if name in self.s.kept:
+                continue  # this run found it still in use, and said so
+            if name not in view.certificates:
+                self.needs_commit = True  # deleted in the candidate, perhaps not committed
+                self.earlier_deletes.append(name)
+                continue
+            users = [b.describe() for b in view.references(name)
+                     if b.describe() not in repointed]
+            if users:
+                self.add(StepKind.KEEP, name, f"keep {name}: still used by "
+                                              f"{', '.join(users)}", users=tuple(users))
+            else:
+                self.add(StepKind.DELETE, name, f"delete {name}")
+                self.needs_commit = True
+
+    def discard(self, name: str, why: str) -> None:
+        self.add(StepKind.DISCARD, name, f"delete the unused request {name} ({why})",
+                 reason=why)
+        if name in self.s.view.certificates:
+            self.needs_commit = True
+
+    def generate(self, name: str, reason: str) -> None:
+        profile = self.s.profile
+        self.add(StepKind.GENERATE, name, f"generate {profile.key.label} key and CSR on "
+                                          f"{self.s.device} as {name} ({reason})",
+                 reason=reason)
+
+    def order(self, name: str, kind: str) -> None:
+        """Renew by the certificate's SCM id when it has one, else enroll."""
+        profile, state = self.s.profile, self.s.state
+        renew_of = state.cert_id if kind == "renew" else None
+        what = f"renew SCM certificate {renew_of}" if renew_of else "enroll at SCM"
+        self.add(StepKind.ORDER, name, f"{what} ({profile.validation}, profile "
+                                       f"{profile.order.profile_id}) with the CSR in {name}",
+                 renew_of=renew_of)
+
+    def interrupted(self, pending: Pending) -> bool:
+        """A run stopped between sending an order and recording its answer: find out whether
+        the order exists before anything else; False when the run must stop here."""
+        s, name = self.s, pending.object
+        if s.ids and s.ids != pending.ids_before:
+            self.add(StepKind.RESUME, name, f"resume order {s.ids}, recorded in .ids by the "
+                                            "interrupted run", order_id=s.ids)
+        elif s.adopt:
+            self.add(StepKind.ADOPT, name, f"adopt order {s.adopt} (--adopt)",
+                     order_id=s.adopt)
+        elif s.lookup:
+            self.add(StepKind.LOOKUP, name, f"search SCM's orders for {s.profile.common_name} "
+                                            "to find the interrupted order; adopt it, or order "
+                                            "if it never reached SCM" +
+                     (" (or if several are found: --force)" if s.force else ""))
+        elif s.force:
+            self.add(StepKind.REORDER, name, f"order again at SCM with the CSR already in "
+                                             f"{name} (--force after an interrupted order)")
+        else:
+            self.stopped(
+                f"a previous run was interrupted while ordering at SCM (at {pending.since}); "
+                f"an order may exist. Look in SCM for an order for {s.profile.common_name} "
+                f"placed then: if there is one, run: paloaltoagent.py renew {s.profile.name} "
+                f"--adopt ID (the agent collects it); if there is none: paloaltoagent.py "
+                f"renew {s.profile.name} --force (or set scm.lookup_label so the agent can "
+                "look by itself)")
+            return False
+        return True
+
+    def finish(self, new: str, old: Optional[str], order_id: Optional[str],
+               installed: bool = False) -> Decision:
+        """Collect, install, point the consumers at `new`, remove `old`, commit."""
+        s = self.s
+        if not installed:
+            if not s.collected:
+                self.add(StepKind.COLLECT, new, f"collect order {order_id}" if order_id
+                         else "collect the new order", order_id=order_id)
+            self.add(StepKind.INSTALL, new, f"verify the chain; import the CA certificates "
+                                            f"not yet on {s.device} and the certificate into "
+                                            f"{new}")
+        repointed = []
+        for kind, location in bind_targets(s.profile, s.view, new, old):
+            exists = s.view.binding(kind, location) is not None
+            self.add(StepKind.BIND, new, f"point {kind.title} {location} at {new}" if exists
+                     else f"create {kind.title} {location} for {new}", binding=kind,
+                     location=location)
+            repointed.append(f"{kind.name} {location}".strip())
+        self.needs_commit = True
+        if old and old != new:
+            self.clean_up([old], repointed)
+        return self.close()
+
+
+# --- the decisions the steps are made of -------------------------------------------------------
+
+def assess(profile: CertificateProfile, entry: Optional[CertificateEntry], now: dt.datetime,
+           installed: Optional[dt.datetime] = None) -> Condition:
+    """The certificate's condition on the device, and why it must be replaced. `installed`
+    is when the agent installed it, if it did (a better "issued" time than Sectigo's
+    not-before, which is midnight of the issue day)."""
+    if entry is None:
+        return Condition(State.MISSING, "no certificate on the firewall")
+    facts = entry.facts
+    if facts is None:
+        return Condition(State.MISSING, "the object holds no certificate (only a request)")
+    if entry.status == "revoked":
+        return Condition(State.REVOKED, "revoked")
+    if facts.not_after <= now:
+        return Condition(State.EXPIRED, f"expired on {facts.not_after:%Y-%m-%d}")
+    if facts.key_label != profile.key.label:
+        return Condition(State.DUE, f"key changed in the profile ({facts.key_label} -> "
+                                    f"{profile.key.label})")
+    missing = [n for n in profile.names if not facts.covers(n)]
+    if missing:
+        return Condition(State.DUE, f"names added to the profile ({', '.join(missing)})")
+    return _window(profile, facts, now, installed)
+
+
+def _window(profile: CertificateProfile, facts: certs.Facts, now: dt.datetime,
+            installed: Optional[dt.datetime]) -> Condition:
+    """The renewal window: never a reason to order on every run. A window at least as long
+    as the certificate's lifetime (a term the configuration could not check) is replaced by
+    a third of the lifetime, with a warning; and the window alone never replaces a
+    certificate younger than a tenth of its lifetime, or a day."""
+    lifetime = facts.not_after - facts.not_before
+    window = profile.renewal.before_expiry(lifetime)
+    warning = None
+    if window >= lifetime:
+        warning = (f"the renewal window ({profile.renewal}, {profile.renewal.source}) is not "
+                   f"shorter than this certificate's lifetime ({lifetime.days} days), so it "
+                   "would be replaced on every run; until you shorten it (for example "
+                   "renew_before: 33%), a third of the lifetime is used")
+        window = lifetime / 3
+    if facts.not_after - window > now:
+        return Condition(State.OK, None, warning)
+    issued = max(facts.not_before, installed or facts.not_before)
+    youngest = max(dt.timedelta(days=1), lifetime / 10)
+    if now - issued < youngest:
+        if warning:
+            return Condition(State.OK, None, warning)
+        return Condition(State.OK, None, f"inside its renewal window ({profile.renewal}) but "
+                                         f"issued less than {_days(youngest)} ago "
+                                         f"({issued:%Y-%m-%d %H:%M} UTC), so the window alone "
+                                         "does not replace it yet; shorten the window",
+                         once=True)
+    return Condition(State.DUE, f"expires on {facts.not_after:%Y-%m-%d}, within "
+                                f"{profile.renewal}", warning)
+
+
+def _days(span: dt.timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return "a day" if days <= 1 else f"{days:.0f} days"
+
+
+def due_reason(condition: Condition, mode: str, force: bool) -> Optional[str]:
+    """Why this run must replace the certificate, or None to leave it alone: `enroll` only
+    fills in missing certificates, `renew` replaces whatever needs it, --force everything."""
+    if force:
+        return condition.reason or "renewal forced"
+    if mode == "enroll" and condition.state is not State.MISSING:
+        return None
+    return condition.reason
+
+
+def bind_targets(profile: CertificateProfile, view: DeviceView, new: str,
+                 old: Optional[str]) -> List[Tuple[BindingKind, str]]:
+    """The consumers to point at `new`: the ones the profile names, and every managed one
+    that named the object `new` replaces ("follow")."""
+    targets = [(SSL_TLS_SERVICE_PROFILE, name) for name in profile.ssl_tls_service_profiles]
+    if old and old != new:
+        targets += [(b.kind, b.location) for b in view.bindings
+                    if b.kind.managed and b.certificate == old]
+    out = []
+    for kind, location in dict.fromkeys(targets):
+        current = view.binding(kind, location)
+        if current is None or current.certificate != new:
+            out.append((kind, location))
+    return out
+
+
+def new_object(profile: CertificateProfile, view: DeviceView, now: dt.datetime,
+               freed: Optional[str] = None) -> str:
+    """The profile's object name when it is free, else `<name>-YYYYMMDD`, then `-2`, `-3`…
+    on the same day: predictable and within 63 characters (config.py keeps the base short
+    enough). `freed`: a name the run will have deleted by then."""
+    taken = {n.lower() for n in view.certificates if n != freed}
+    if profile.object_name.lower() not in taken:
+        return profile.object_name
+    stem = f"{profile.object_name}-{now:%Y%m%d}"
+    if stem.lower() not in taken:
+        return stem
+    for n in range(2, 100):
+        if f"{stem}-{n}".lower() not in taken:
+            return f"{stem}-{n}"
+    raise AgentError(f"no free object name for {profile.object_name} today")
+
+
+def request_spec(profile: CertificateProfile) -> Dict[str, Any]:
+    """What a key and CSR made on the device are made for: if any of it changes in the
+    profile before the request is ordered, the request is made again."""
+    subject = profile.subject
+    return {"key": profile.key.label, "digest": profile.digest,
+            "names": list(profile.names), "validation": profile.validation,
+            "subject": [subject.organization, list(subject.organizational_unit),
+                        subject.locality, subject.state, subject.country, subject.email]}
+
+
+def stale_request(profile: CertificateProfile, pending: Pending) -> Optional[str]:
+    """Why a request that has not been ordered yet no longer fits its profile (None: it
+    does). State files from before requests were recorded are judged by their CSR."""
+    if pending.request is not None:
+        spec = request_spec(profile)
+        changed = [k for k in spec if pending.request.get(k) != spec[k]]
+        if changed:
+            return f"the profile's {', '.join(changed)} changed since the request in " \
+                   f"{pending.object} was made"
+        return None
+    if pending.csr:
+        key, names = certs.csr_summary(pending.csr)
+        if key != profile.key.label:
+            return f"the request in {pending.object} has a {key} key, the profile asks for " \
+                   f"{profile.key.label}"
+        missing = [n for n in profile.names if not certs.names_cover(names, n)]
+        if missing:
+            return f"the request in {pending.object} does not name {', '.join(missing)}"
+    return None
+
+
+def installed_at(state: CertState, name: str) -> Optional[dt.datetime]:
+    """When the agent committed the certificate now under `name` (from the state's history)."""
+    for event in reversed(state.history):
+        if event.get("event") == "committed" and event.get("object") == name:
+            try:
+                return dt.datetime.fromisoformat(str(event.get("time")))
+            except ValueError:
+                return None
+    return None
+
+
+def rejected_order(rejected: Dict[str, Any]) -> str:
+    """'order 1234', or 'order' when SCM refused it before giving it an id."""
+    return f"order {rejected['order_id']}" if rejected.get("order_id") else "order"
+
+
+def pending_text(profile: CertificateProfile, pending: Pending) -> str:
+    """What `status` says of a certificate on its way."""
+    if pending.stage is Stage.GENERATED:
+        why = stale_request(profile, pending)
+        if why:
+            return f"{why}; the next run makes a new key and CSR and orders with them"
+        return f"key and CSR made on the firewall in {pending.object}; not ordered yet (the " \
+               "next run orders)"
+    if pending.stage is Stage.ORDERING:
+        return f"a run was interrupted while ordering at SCM ({pending.since}); the next run " \
+               "finds out whether the order exists before anything else"
+    if pending.stage is Stage.INSTALLED:
+        return f"order {pending.order_id} imported into {pending.object}, not committed yet " \
+               "(the next run commits)"
+    return f"order {pending.order_id} placed at SCM, waiting for issuance (the next run " \
+           "collects it)"
