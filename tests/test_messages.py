@@ -142,7 +142,7 @@ def test_the_shipped_texts_match_the_code() -> None:
     help_dirs = set(re.findall(r"cd (/opt/\S+)", EPILOG))
     readme_dirs = set(re.findall(r"cd (/opt/\S+)", read("README.md")))
     assert help_dirs and help_dirs == readme_dirs, (help_dirs, readme_dirs)
-    assert "FIREWALL OBJECT" not in read("paloaltofw", "connector", "demo.py")
+    assert "FIREWALL OBJECT" not in read("paloaltofw", "lab", "demo.py")
 
 
 def test_api_classic_is_documented_and_the_sample_block_loads_as_classic(tmp_path: Any) -> None:

@@ -9,20 +9,21 @@ processed); 2 configuration or usage error (nothing sent); 3 EULA not accepted.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import re
 import signal
 import sys
-import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, TextIO
 
 from . import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .logs import RedactSecrets
+    from .results import Report
     from .settings import Config
-    from .results import Report, Result
+    from .signals import Signals
+    from .text import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_EULA = 0, 1, 2, 3
 CONFIG_ENV = "sectigo_pycert_config"
@@ -231,89 +232,14 @@ def load(args: argparse.Namespace) -> "Config":
     return config
 
 
-class Signals:
-    """SIGINT (Ctrl-C) and SIGTERM (systemd's stop) ask the run to stop at a safe point: no new
-    step starts, steps that may have reached a device or SCM finish, the state, the report
-    and the metrics are written. A second signal stops at once (the state files are written
-    atomically, and an interrupted order is found again by the next run).
-
-    The Python-level handler only counts and notes (it runs in the main thread, which may be
-    holding the lock of `event` in a wait: setting the event there could deadlock). The C
-    handler also writes the signal number to a pipe (`signal.set_wakeup_fd`); a watcher
-    thread reads it and sets `event`, which wakes the workers' waits."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum: Optional[int] = None
-        self._handled = 0
-        self._previous: Dict[int, Any] = {}
-        self._pipe: Optional[Tuple[int, int]] = None
-        self._previous_wakeup = -1
-        self._watcher: Optional[threading.Thread] = None
-
-    def __enter__(self) -> "Signals":
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signals only reach the main thread: nothing to take over
-        read, write = os.pipe()
-        os.set_blocking(write, False)
-        self._pipe = (read, write)
-        self._previous_wakeup = signal.set_wakeup_fd(write)
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        self._watcher = threading.Thread(target=self._watch, name="signals", daemon=True)
-        self._watcher.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        if self._pipe is not None:
-            signal.set_wakeup_fd(self._previous_wakeup)
-            os.write(self._pipe[1], b"\0")  # 0 is no signal: it tells the watcher to end
-            if self._watcher is not None:
-                self._watcher.join(timeout=5)
-            for fd in self._pipe:
-                os.close(fd)
-
-    def _watch(self) -> None:
-        assert self._pipe is not None
-        while True:
-            data = os.read(self._pipe[0], 64)
-            for number in data:
-                if number in (signal.SIGINT, signal.SIGTERM):
-                    if self.signum is None:
-                        self.signum = number
-                    self.event.set()
-            if not data or 0 in data:
-                return
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self._handled += 1
-        if self._handled > 1:
-            os.write(2, b"paloaltoagent: stopping at once\n")
-            os._exit(128 + (self.signum or signum))
-        if self.signum is None:
-            self.signum = signum
-        if _isatty(sys.stderr):
-            os.write(2, f"paloaltoagent: {self.name}: finishing the steps in progress, then "
-                        "stopping (press Ctrl-C again to stop at once)\n".encode())
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
-
-    @property
-    def exit_code(self) -> int:
-        """130 for SIGINT, 143 for SIGTERM: the shell's convention, 128 + the signal."""
-        return 128 + (self.signum or 0)
-
-
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """status, enroll and renew: configuration, EULA, the run, then what it reports."""
     from . import eula, logs
     from .errors import ConfigError, EulaNotAccepted
     from .results import Report
+    from .signals import Signals
     from .state import StateStore
+    from .text import Progress, isatty
 
     redact = logs.setup("INFO", stderr_level(args))
     log = logging.getLogger("paloaltoagent")
@@ -359,7 +285,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                     config.profiles_dir)
     log.info("%s%s: %s %s", args.command, " (dry run)" if dry_run else "", __version__,
              ", ".join(args.profiles) or "all certificate profiles")
-    interactive = not args.json and _isatty(out) and not args.quiet
+    interactive = not args.json and isatty(out) and not args.quiet
     count = len(dict.fromkeys(args.profiles)) or len(config.certificates)
     progress = Progress(out, redact.redact, count) \
         if interactive and args.command != "status" else None
@@ -367,11 +293,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return _run_and_report(args, out, config, signals, progress, interactive, redact, stop)
 
 
-def _run_and_report(args: argparse.Namespace, out: TextIO, config: "Config", signals: Signals,
-                    progress: Optional["Progress"], interactive: bool, redact: Any,
-                    stop: Callable[[int, str], int]) -> int:
+def _run_and_report(args: argparse.Namespace, out: TextIO, config: "Config",
+                    signals: "Signals", progress: Optional["Progress"], interactive: bool,
+                    redact: "RedactSecrets", stop: Callable[[int, str], int]) -> int:
     from .errors import AgentError, ConfigError
     from .lifecycle import RunOptions, run
+    from .text import plan_text, print_results, status_table
 
     log = logging.getLogger("paloaltoagent")
     dry_run = getattr(args, "dry_run", False)
@@ -429,92 +356,6 @@ def after_run(config: "Config", report: "Report", command: str, success: bool,
         log.error("after the run: %s: %s", type(exc).__name__, redact(str(exc)))
 
 
-class Progress:
-    """A line per certificate as each firewall finishes, on a terminal."""
-
-    def __init__(self, out: TextIO, redact: Callable[[str], str], total: int) -> None:
-        self.out, self.redact, self.total, self.done = out, redact, total, 0
-        self.lock = threading.Lock()
-
-    def line(self, result: "Result") -> None:
-        with self.lock:
-            self.done += 1
-            what = {"changed": f"{_outcome(result)} as {result.object}",
-                    "pending": "order pending at SCM",
-                    "interrupted": result.message,
-                    "failed": "FAILED: " + result.message}.get(result.outcome,
-                                                               _outcome(result))
-            self.out.write(self.redact(f"[{self.done}/{self.total}] {result.profile} on "
-                                       f"{result.firewall}: {what} "
-                                       f"({result.seconds:.1f} s)") + "\n")
-            self.out.flush()
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
-    """Left-aligned columns, one line per row."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "".join(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n"
-                   for row in rows)
-
-
-def _outcome(r: "Result") -> str:
-    if r.outcome == "changed":
-        return {"enroll": "enrolled", "renew": "renewed"}.get(r.action, "installed")
-    if r.outcome == "ok":
-        return r.message or "ok"
-    return r.outcome
-
-
-def print_results(results: Sequence["Result"], out: TextIO,
-                  redact: Callable[[str], str] = lambda s: s) -> None:
-    rows = [("PROFILE", "FIREWALL", "OBJECT", "RESULT", "EXPIRES", "SCM ID")]
-    for r in results:
-        rows.append((r.profile, r.firewall, r.object or "-", _outcome(r),
-                     f"{r.not_after:%Y-%m-%d}" if r.not_after else "-", r.cert_id or "-"))
-    out.write(redact(table(rows)))
-    for r in results:
-        if r.failed or r.outcome == "pending":
-            out.write(redact(f"{r.profile}: {r.message}") + "\n")
-    out.flush()
-
-
-def status_table(results: Sequence["Result"]) -> str:
-    from .report import days_left
-    now = dt.datetime.now(dt.timezone.utc)
-    rows = [("PROFILE", "FIREWALL", "OBJECT", "COMMON NAME", "KEY", "ISSUER", "NOT AFTER",
-             "DAYS", "STATE", "SCM ID")]
-    for r in results:
-        rows.append((r.profile, r.firewall, r.object or "-", r.common_name or "-",
-                     r.key or "-", r.issuer or "-",
-                     f"{r.not_after:%Y-%m-%d}" if r.not_after else "-",
-                     str(days_left(r, now)) if r.not_after else "-", r.state,
-                     r.cert_id or "-"))
-    notes = [f"{r.profile}: {r.message}" for r in results if r.message and (
-        r.state != "ok" or r.failed) and r.message != "up to date"]
-    return table(rows) + "".join(n + "\n" for n in notes)
-
-
-def plan_text(results: Sequence["Result"]) -> str:
-    lines = ["Dry run: nothing was changed and nothing was ordered."]
-    for r in results:
-        head = f"{r.profile} on {r.firewall} ({r.state})"
-        if r.failed:
-            lines.append(f"{head}: would stop: {r.message}")
-        elif not r.plan:
-            lines.append(f"{head}: nothing to do")
-        else:
-            lines.append(f"{head}:")
-            lines += [f"  {n}. {step}" for n, step in enumerate(r.plan, 1)]
-    return "\n".join(lines) + "\n"
-
-
 def cmd_secrets(args: argparse.Namespace, out: TextIO) -> int:
     """encrypt / decrypt: every file is prepared in memory first; any error changes nothing."""
     from . import logs
@@ -561,7 +402,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from . import logs
-    from .demo import run_demo
+    from lab.demo import run_demo  # the lab is imported only by the lab and demo commands
 
     logs.setup("INFO", logging.DEBUG if args.verbose else logging.WARNING)
     return run_demo(out)

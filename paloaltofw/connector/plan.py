@@ -63,8 +63,9 @@ class Step:
         how a planned and an executed step are compared."""
         return (self.kind.value, self.object, self.location)
 
-    def as_dict(self) -> Dict[str, str]:
-        return {"step": self.kind.value, "object": self.object, "text": self.text}
+    def as_dict(self) -> Dict[str, Optional[str]]:
+        return {"step": self.kind.value, "object": self.object,
+                "consumer": self.location or None, "text": self.text}
 
 
 class Condition(NamedTuple):

@@ -35,6 +35,7 @@ def certificate(result: Result, now: dt.datetime) -> Dict[str, Any]:
             "days_left": days_left(result, now),
             "error": result.message if result.failed else None,
             "message": result.message or None, "plan": list(result.plan),
+            "steps": [step.as_dict() for step in result.planned or result.done],
             "seconds": round(result.seconds, 3)}
 
 

@@ -15,12 +15,16 @@ import tempfile
 import time
 from typing import List, Sequence, TextIO, Tuple
 
-from . import certs
-from .config import load_config
-from .lifecycle import RunOptions, run
-from .cli import table
-from .bindings import SSL_TLS_SERVICE_PROFILE
-from .device import DeviceView, parse_view
+from connector import certs
+from connector.bindings import SSL_TLS_SERVICE_PROFILE
+from connector.config import load_config
+from connector.device import DeviceView, parse_view
+from connector.lifecycle import RunOptions, run
+from connector.text import table
+
+from .lab import SEED_PROFILE, Lab
+from .panos import PanosSettings
+from .workdir import write_workdir
 
 BOUND_PROFILE = "portal-dv-rsa2048"
 
@@ -36,10 +40,6 @@ def _table(rows: Sequence[Tuple[str, ...]], out: TextIO) -> None:
 
 
 def run_demo(out: TextIO) -> int:
-    from lab.lab import SEED_PROFILE, Lab  # only the demo and lab commands import the lab
-    from lab.panos import PanosSettings
-    from lab.workdir import write_workdir
-
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="paloaltoagent-demo-")
     try:
