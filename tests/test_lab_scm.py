@@ -1,4 +1,4 @@
-"""Tests of the emulated Sectigo Certificate Manager (`paloaltofw/lab/scm.py`).
+"""Tests of the emulated Sectigo Certificate Manager (`paloaltofw/lab/scm/`).
 
 Everything runs over real HTTPS against one lab SCM started for the module; settings and fault
 rules are reset around every test. Certificates are checked with `cryptography`, never by
