@@ -5,6 +5,7 @@ Every test runs against real HTTPS on 127.0.0.1 and never reaches any other addr
 
 from __future__ import annotations
 
+import base64
 import os
 import pty
 import select
@@ -12,10 +13,13 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT_DIR = os.path.join(ROOT, "paloaltofw")
@@ -24,6 +28,7 @@ if AGENT_DIR not in sys.path:
 
 from lab import pki  # noqa: E402
 from lab.panos import Admin, PanosService  # noqa: E402
+from lab.scm import TOKEN_PATH, ScmAccounts, ScmService  # noqa: E402
 from lab.server import Endpoint, server_ssl_context  # noqa: E402
 
 
@@ -292,3 +297,117 @@ def in_pty(args: List[str], answer: Optional[bytes],
     code = process.wait(timeout=30)
     os.close(master)
     return code, output.decode("utf-8", "replace")
+
+# --- the emulated SCM alone ---------------------------------------------------------------------
+
+SCM_CONTROL_TOKEN = "test-control-token"
+
+
+def csr_b64(csr: x509.CertificateSigningRequest) -> str:
+    return base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode("ascii")
+
+
+def csr_pem(csr: x509.CertificateSigningRequest) -> str:
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+@dataclass
+class ScmLab:
+    """An emulated SCM alone, on its own endpoint, and raw calls to it (for the SCM lab's
+    tests and the fidelity tests of real clients)."""
+
+    endpoint: Endpoint
+    service: ScmService
+    accounts: ScmAccounts
+    tls: pki.TlsHierarchy
+    ca: str
+    directory: str
+    order_log_path: str
+    request_log_path: str
+    http: requests.Session
+    tokens: List[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("verify", self.ca)
+        kwargs.setdefault("timeout", 30)
+        return self.http.request(method, self.url + path, **kwargs)
+
+    def token(self) -> str:
+        response = self.call("POST", TOKEN_PATH, data={
+            "client_id": self.accounts.client_id, "client_secret": self.accounts.client_secret,
+            "grant_type": "client_credentials"})
+        assert response.status_code == 200, response.text
+        token = response.json()["access_token"]
+        self.tokens.append(token)
+        return token
+
+    def bearer(self) -> Dict[str, str]:
+        return {"Authorization": "Bearer " + self.token()}
+
+    def classic(self) -> Dict[str, str]:
+        return {"login": self.accounts.login, "password": self.accounts.password,
+                "customerUri": self.accounts.customer_uri}
+
+    def control(self, method: str, route: str, body: Optional[Dict[str, Any]] = None
+                ) -> requests.Response:
+        return self.call(method, "/_lab/" + route, json=body or {},
+                         headers={"X-Lab-Control": SCM_CONTROL_TOKEN})
+
+    def profile(self, validation: str) -> int:
+        return self.accounts.profile_for(validation).id
+
+    # The two ways to order, with everything valid unless overridden.
+    def enroll_rest(self, request: x509.CertificateSigningRequest, validation: str = "DV",
+                    headers: Optional[Dict[str, str]] = None, **extra: Any) -> requests.Response:
+        body: Dict[str, Any] = {"csr": csr_b64(request), "profileId": self.profile(validation)}
+        body.update(extra)
+        return self.call("POST", "/api/v1/certificates", json=body,
+                         headers=headers or self.bearer())
+
+    def enroll_classic(self, request: x509.CertificateSigningRequest, validation: str = "DV",
+                       **extra: Any) -> requests.Response:
+        body: Dict[str, Any] = {"orgId": self.accounts.org_id, "csr": csr_pem(request),
+                                "certType": self.profile(validation), "term": 90,
+                                "subjAltNames": None, "externalRequester": None}
+        body.update(extra)
+        return self.call("POST", "/api/ssl/v1/enroll", json=body, headers=self.classic())
+
+
+@pytest.fixture(scope="module")
+def scm_lab(tmp_path_factory: pytest.TempPathFactory, tls_pki: pki.TlsHierarchy,
+            scm_pki: pki.ScmHierarchy) -> Iterator[ScmLab]:
+    """One emulated SCM per test module (use it with `fresh_scm`)."""
+    directory = str(tmp_path_factory.mktemp("scm-lab"))
+    accounts = ScmAccounts.generate()
+    paths = tls_pki.write_files(directory, ["127.0.0.1", "localhost"])
+    order_log = os.path.join(directory, "orders.jsonl")
+    request_log = os.path.join(directory, "requests.jsonl")
+    service = ScmService(scm_pki, tls_pki, accounts, order_log)
+    context = server_ssl_context(paths["cert"], paths["key"],
+                                 client_ca_pem=pki.cert_pem(tls_pki.root.cert))
+    endpoint = Endpoint(service, context, request_log=request_log,
+                        control_token=SCM_CONTROL_TOKEN).start()
+    service.public_url = endpoint.url
+    http = requests.Session()
+    try:
+        yield ScmLab(endpoint, service, accounts, tls_pki, paths["ca_bundle"], directory,
+                     order_log, request_log, http)
+    finally:
+        http.close()
+        endpoint.stop()
+
+
+@pytest.fixture()
+def fresh_scm(scm_lab: ScmLab) -> Iterator[None]:
+    """The module's SCM with default settings and no faults, before and after the test."""
+    from lab.scm import ScmSettings
+    scm_lab.service.settings = ScmSettings()
+    scm_lab.endpoint.faults.clear()
+    yield
+    scm_lab.service.settings = ScmSettings()
+    scm_lab.endpoint.faults.clear()
+    assert scm_lab.endpoint.internal_errors == 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, List
 
 import pytest
@@ -25,49 +24,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from lab import pki
-from lab.scm import TOKEN_PATH, ScmAccounts, ScmService, ScmSettings
-from lab.server import Endpoint, server_ssl_context
+from conftest import ScmLab
+from lab.scm import TOKEN_PATH
 
 
-@dataclass
-class Lab:
-    endpoint: Endpoint
-    service: ScmService
-    accounts: ScmAccounts
-    tls: pki.TlsHierarchy
-    ca: str
-    directory: str
-
-    @property
-    def url(self) -> str:
-        return self.endpoint.url
+Lab = ScmLab
+pytestmark = pytest.mark.usefixtures("fresh_scm")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    directory = str(tmp_path_factory.mktemp("scm-fidelity"))
-    tls = pki.TlsHierarchy.create()
-    accounts = ScmAccounts.generate()
-    paths = tls.write_files(directory, ["127.0.0.1", "localhost"])
-    service = ScmService(pki.ScmHierarchy.create(), tls, accounts,
-                         os.path.join(directory, "orders.jsonl"))
-    context = server_ssl_context(paths["cert"], paths["key"],
-                                 client_ca_pem=pki.cert_pem(tls.root.cert))
-    endpoint = Endpoint(service, context, control_token="fidelity").start()
-    service.public_url = endpoint.url
-    try:
-        yield Lab(endpoint, service, accounts, tls, paths["ca_bundle"], directory)
-    finally:
-        endpoint.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh(lab: Lab) -> Any:
-    lab.service.settings = ScmSettings()
-    lab.endpoint.faults.clear()
-    yield
-    lab.service.settings = ScmSettings()
-    assert lab.endpoint.internal_errors == 0
+def lab(scm_lab: ScmLab) -> ScmLab:
+    return scm_lab
 
 
 @pytest.fixture

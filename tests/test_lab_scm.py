@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from lab import pki
-from lab.scm import (BAD_ISSUANCE_MODES, CLASSIC_FORMATS, TOKEN_PATH, ScmAccounts, ScmService,
+from lab.scm import (BAD_ISSUANCE_MODES, CLASSIC_FORMATS, TOKEN_PATH, ScmAccounts,
                      ScmSettings)
-from lab.server import Endpoint, FaultRule, apply_setting, server_ssl_context
+from conftest import ScmLab, csr_b64, csr_pem
+from lab.server import FaultRule, apply_setting
 
-CONTROL_TOKEN = "test-control-token"
 
 
 # --- keys and CSRs ---------------------------------------------------------------------------
@@ -75,14 +75,6 @@ def make_csr(key: Any, cn: Optional[str], sans: Optional[List[str]] = None,
     return builder.sign(key, digest)
 
 
-def csr_b64(csr: x509.CertificateSigningRequest) -> str:
-    return base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode("ascii")
-
-
-def csr_pem(csr: x509.CertificateSigningRequest) -> str:
-    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
-
 def same_key(cert: x509.Certificate, key: Any) -> bool:
     return pki.public_der(cert.public_key()) == pki.public_der(key)
 
@@ -106,101 +98,13 @@ def verify_chain(certs: List[x509.Certificate]) -> None:
 
 # --- the lab ---------------------------------------------------------------------------------
 
-@dataclass
-class Lab:
-    endpoint: Endpoint
-    service: ScmService
-    accounts: ScmAccounts
-    tls: pki.TlsHierarchy
-    ca: str
-    directory: str
-    order_log_path: str
-    request_log_path: str
-    http: requests.Session
-    tokens: List[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.endpoint.url
-
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("verify", self.ca)
-        kwargs.setdefault("timeout", 30)
-        return self.http.request(method, self.url + path, **kwargs)
-
-    def token(self) -> str:
-        response = self.call("POST", TOKEN_PATH, data={
-            "client_id": self.accounts.client_id, "client_secret": self.accounts.client_secret,
-            "grant_type": "client_credentials"})
-        assert response.status_code == 200, response.text
-        token = response.json()["access_token"]
-        self.tokens.append(token)
-        return token
-
-    def bearer(self) -> Dict[str, str]:
-        return {"Authorization": "Bearer " + self.token()}
-
-    def classic(self) -> Dict[str, str]:
-        return {"login": self.accounts.login, "password": self.accounts.password,
-                "customerUri": self.accounts.customer_uri}
-
-    def control(self, method: str, route: str, body: Optional[Dict[str, Any]] = None
-                ) -> requests.Response:
-        return self.call(method, "/_lab/" + route, json=body or {},
-                         headers={"X-Lab-Control": CONTROL_TOKEN})
-
-    def profile(self, validation: str) -> int:
-        return self.accounts.profile_for(validation).id
-
-    # The two ways to order, with everything valid unless overridden.
-    def enroll_rest(self, request: x509.CertificateSigningRequest, validation: str = "DV",
-                    headers: Optional[Dict[str, str]] = None, **extra: Any) -> requests.Response:
-        body: Dict[str, Any] = {"csr": csr_b64(request), "profileId": self.profile(validation)}
-        body.update(extra)
-        return self.call("POST", "/api/v1/certificates", json=body,
-                         headers=headers or self.bearer())
-
-    def enroll_classic(self, request: x509.CertificateSigningRequest, validation: str = "DV",
-                       **extra: Any) -> requests.Response:
-        body: Dict[str, Any] = {"orgId": self.accounts.org_id, "csr": csr_pem(request),
-                                "certType": self.profile(validation), "term": 90,
-                                "subjAltNames": None, "externalRequester": None}
-        body.update(extra)
-        return self.call("POST", "/api/ssl/v1/enroll", json=body, headers=self.classic())
+Lab = ScmLab
+pytestmark = pytest.mark.usefixtures("fresh_scm")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    directory = str(tmp_path_factory.mktemp("scm-lab"))
-    tls = pki.TlsHierarchy.create()
-    hierarchy = pki.ScmHierarchy.create()
-    accounts = ScmAccounts.generate()
-    paths = tls.write_files(directory, ["127.0.0.1", "localhost"])
-    order_log = os.path.join(directory, "orders.jsonl")
-    request_log = os.path.join(directory, "requests.jsonl")
-    service = ScmService(hierarchy, tls, accounts, order_log)
-    context = server_ssl_context(paths["cert"], paths["key"],
-                                 client_ca_pem=pki.cert_pem(tls.root.cert))
-    endpoint = Endpoint(service, context, request_log=request_log,
-                        control_token=CONTROL_TOKEN).start()
-    service.public_url = endpoint.url
-    http = requests.Session()
-    try:
-        yield Lab(endpoint, service, accounts, tls, paths["ca_bundle"], directory, order_log,
-                  request_log, http)
-    finally:
-        http.close()
-        endpoint.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh(lab: Lab) -> Any:
-    lab.service.settings = ScmSettings()
-    lab.endpoint.faults.clear()
-    yield
-    lab.service.settings = ScmSettings()
-    lab.endpoint.faults.clear()
-    assert lab.endpoint.internal_errors == 0
+def lab(scm_lab: ScmLab) -> ScmLab:
+    return scm_lab
 
 
 def error(response: requests.Response, status: int, code: int) -> Dict[str, Any]:
