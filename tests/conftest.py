@@ -6,6 +6,7 @@ Every test runs against real HTTPS on 127.0.0.1 and never reaches any other addr
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import pty
 import select
@@ -14,7 +15,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
@@ -116,6 +117,10 @@ class Workdir:
         self.root = os.path.dirname(config)
         self.profiles = os.path.join(self.root, "profiles")
         self.state = os.path.join(self.root, "state")
+        # A lab may serve several work directories one after another (the bad-input cases
+        # share one): the records below count from the moment this one was written.
+        self._marks = (len(lab.scm_endpoint.log.entries), len(lab.panos_endpoint.log.entries),
+                       len(lab.scm.order_log))
 
     def run(self, *args: str, accept_eula: bool = True) -> Tuple[int, str]:
         import io
@@ -190,13 +195,13 @@ class Workdir:
 
     # The lab's own records, counted per service.
     def scm_requests(self) -> list:
-        return list(self.lab.scm_endpoint.log.entries)
+        return list(self.lab.scm_endpoint.log.entries)[self._marks[0]:]
 
     def panos_requests(self) -> list:
-        return list(self.lab.panos_endpoint.log.entries)
+        return list(self.lab.panos_endpoint.log.entries)[self._marks[1]:]
 
     def orders(self) -> list:
-        return list(self.lab.scm.order_log)
+        return list(self.lab.scm.order_log)[self._marks[2]:]
 
     def commits(self) -> list:
         return [e for e in self.panos_requests() if e.get("type") == "commit"]
@@ -205,27 +210,61 @@ class Workdir:
         return self.lab.panos.running_tree()
 
 
-@pytest.fixture()
-def lab(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy) -> Any:
+@contextlib.contextmanager
+def running_lab(directory: str, tls: pki.TlsHierarchy, scm: pki.ScmHierarchy, *,
+                firewalls: int = 1, commit_duration: float = 0.1, api: str = "enrollment",
+                keep: Optional[Iterable[str]] = None) -> Iterator[Workdir]:
+    """The one way tests start a whole lab: `firewalls` emulated firewalls and an SCM, with
+    the work directory `paloaltoagent.py lab` would write (`keep` names the sample
+    certificate profiles to leave in it; None leaves them all). The lab must end without an
+    internal error."""
     from lab.lab import Lab
     from lab.panos import PanosSettings
-    instance = Lab(str(tmp_path / "work"), tls=tls_pki, hierarchy=scm_pki,
-                   panos_settings=PanosSettings(commit_duration=0.1)).start()
-    yield instance
-    instance.stop()
+    from lab.workdir import CERTIFICATE_PROFILES, write_workdir
+    instance = Lab(directory, tls=tls, hierarchy=scm, firewalls=firewalls,
+                   panos_settings=PanosSettings(commit_duration=commit_duration)).start()
+    try:
+        work = Workdir(instance, write_workdir(instance, directory, api=api))
+        if keep is not None:
+            for name in set(CERTIFICATE_PROFILES) - set(keep):
+                os.remove(os.path.join(work.profiles, f"{name}.yaml"))
+        yield work
+    finally:
+        instance.stop()
     assert instance.internal_errors == 0, "the lab hit an internal error"
 
 
 @pytest.fixture()
-def work(lab: Any) -> Workdir:
-    from lab.workdir import write_workdir
-    return Workdir(lab, write_workdir(lab, lab.workdir))
+def work(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy
+         ) -> Iterator[Workdir]:
+    with running_lab(str(tmp_path / "work"), tls_pki, scm_pki) as instance:
+        yield instance
+
+
+@pytest.fixture()
+def lab(work: Workdir) -> Any:
+    return work.lab
 
 
 @pytest.fixture()
 def classic_work(lab: Any) -> Workdir:
     from lab.workdir import write_workdir
     return Workdir(lab, write_workdir(lab, lab.workdir, api="classic"))
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory, tls_pki: pki.TlsHierarchy,
+               scm_pki: pki.ScmHierarchy) -> Iterator[Any]:
+    """One lab for a whole module, for tests that must not change it (input refused before
+    anything is sent); each takes its own work directory from `shared_work`."""
+    with running_lab(str(tmp_path_factory.mktemp("shared-lab")), tls_pki, scm_pki) as work:
+        yield work.lab
+
+
+@pytest.fixture()
+def shared_work(shared_lab: Any, tmp_path: Any) -> Workdir:
+    from lab.workdir import write_workdir
+    return Workdir(shared_lab, write_workdir(shared_lab, str(tmp_path / "work")))
 
 
 def edit_yaml(path: str, label: Optional[str] = None, **values: Any) -> None:
@@ -246,21 +285,15 @@ def edit_yaml(path: str, label: Optional[str] = None, **values: Any) -> None:
 
 
 @pytest.fixture()
-def fleet(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy) -> Any:
+def fleet(tmp_path: Any, tls_pki: pki.TlsHierarchy, scm_pki: pki.ScmHierarchy
+          ) -> Iterator[Workdir]:
     """Two firewalls, one certificate profile on each (site1 on lab-fw-01, site2 on
     lab-fw-02)."""
-    from lab.lab import Lab
-    from lab.panos import PanosSettings
-    from lab.workdir import write_workdir
-    instance = Lab(str(tmp_path / "fleet"), tls=tls_pki, hierarchy=scm_pki, firewalls=2,
-                   panos_settings=PanosSettings(commit_duration=0.1)).start()
-    work = Workdir(instance, write_workdir(instance, instance.workdir))
-    work.remove_sample_profiles()
-    work.profile("site1", firewall="lab-fw-01")
-    work.profile("site2", firewall="lab-fw-02")
-    yield work
-    instance.stop()
-    assert instance.internal_errors == 0, "the lab hit an internal error"
+    with running_lab(str(tmp_path / "fleet"), tls_pki, scm_pki, firewalls=2,
+                     keep=[]) as work:
+        work.profile("site1", firewall="lab-fw-01")
+        work.profile("site2", firewall="lab-fw-02")
+        yield work
 
 
 def in_pty(args: List[str], answer: Optional[bytes],

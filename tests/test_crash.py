@@ -9,6 +9,7 @@ uncommitted change of the agent's admin, and readable state files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -16,15 +17,13 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from conftest import AGENT_DIR, Workdir
+from conftest import AGENT_DIR, Workdir, running_lab
 from connector import panos as panos_client
 from lab.lab import AGENT_ADMIN, SEED_PROFILE, Lab
-from lab.panos import PanosSettings
-from lab.workdir import CERTIFICATE_PROFILES, write_workdir
 
 AGENT = os.path.join(AGENT_DIR, "paloaltoagent.py")
 PROFILE = "portal-dv-rsa2048"
@@ -75,18 +74,6 @@ class Killer:
         return self.process.returncode
 
 
-def new_lab(tmp: str, tls: Any, scm: Any, api: str) -> Tuple[Lab, Workdir]:
-    # Commits finish at once, so that each commit job is polled exactly once and every run
-    # makes the same calls in the same order (the kill points are call numbers).
-    lab = Lab(tmp, tls=tls, hierarchy=scm,
-              panos_settings=PanosSettings(commit_duration=0.0)).start()
-    work = Workdir(lab, write_workdir(lab, tmp, api=api))
-    for name in CERTIFICATE_PROFILES:
-        if name != PROFILE:
-            os.remove(os.path.join(work.profiles, f"{name}.yaml"))
-    return lab, work
-
-
 def distinct_points(calls: List[str]) -> List[int]:
     """1-based indexes of the calls to kill after: the first of each run of identical calls
     (job polls repeat), and the very last call."""
@@ -131,28 +118,29 @@ MAX_POINTS = 20
 _CALLS: Dict[Tuple[str, str], List[str]] = {}
 
 
-def prepare(flow: str, api: str, directory: str, tls: Any, scm: Any) -> Tuple[Lab, Workdir]:
+@contextlib.contextmanager
+def prepare(flow: str, api: str, directory: str, tls: Any, scm: Any) -> Iterator[Workdir]:
     """A lab with the one certificate profile; for the renew flow, already enrolled (by the
-    agent, in this process) and then revoked on the firewall so that a renewal is due."""
-    lab, work = new_lab(directory, tls, scm, api)
-    if flow == "renew":
-        assert work.run("enroll")[0] == 0
-        with open(os.path.join(work.state, f"{PROFILE}.json")) as handle:
-            lab.panos.set_certificate_status(json.load(handle)["object"], "revoked")
-    return lab, work
+    agent, in this process) and then revoked on the firewall so that a renewal is due.
+    Commits finish at once, so that each commit job is polled exactly once and every run makes
+    the same calls in the same order (the kill points are call numbers)."""
+    with running_lab(directory, tls, scm, api=api, commit_duration=0.0,
+                     keep=[PROFILE]) as work:
+        if flow == "renew":
+            assert work.run("enroll")[0] == 0
+            with open(os.path.join(work.state, f"{PROFILE}.json")) as handle:
+                work.lab.panos.set_certificate_status(json.load(handle)["object"], "revoked")
+        yield work
 
 
 def calls_of(flow: str, api: str, tmp_path_factory: Any, tls: Any, scm: Any) -> List[str]:
     """The API calls a clean run of the flow makes (one clean run per worker and flow)."""
     if (flow, api) not in _CALLS:
-        lab, work = prepare(flow, api, str(tmp_path_factory.mktemp("clean")), tls, scm)
-        try:
-            watcher = Killer(lab, None)
+        with prepare(flow, api, str(tmp_path_factory.mktemp("clean")), tls, scm) as work:
+            watcher = Killer(work.lab, None)
             assert watcher.run(work.config, flow) == 0, watcher.stderr
             check_outcome(work, 1 if flow == "enroll" else 2, "clean run")
             _CALLS[(flow, api)] = list(watcher.seen)
-        finally:
-            lab.stop()
     return _CALLS[(flow, api)]
 
 
@@ -175,9 +163,8 @@ def test_kill_after_an_api_call_then_rerun(flow: str, api: str, point: int, tmp_
     points = distinct_points(calls)
     if point > len(points):
         pytest.skip(f"the {flow} flow makes {len(points)} distinct calls")
-    lab, work = prepare(flow, api, str(tmp_path), tls_pki, scm_pki)
-    try:
-        killer = Killer(lab, None)
+    with prepare(flow, api, str(tmp_path), tls_pki, scm_pki) as work:
+        killer = Killer(work.lab, None)
         killer.target = points[point - 1]
         code = killer.run(work.config, flow)  # the real process, SIGKILLed
         case = f"{flow}/{api}: killed after call {killer.target} ({killer.killed_after})"
@@ -188,6 +175,3 @@ def test_kill_after_an_api_call_then_rerun(flow: str, api: str, point: int, tmp_
         code, out = work.run("renew")  # the next cron run
         assert code == 0, (case, out)
         check_outcome(work, 1 if flow == "enroll" else 2, case)
-        assert lab.internal_errors == 0
-    finally:
-        lab.stop()

@@ -5,32 +5,25 @@ one order per due certificate, one commit per firewall (two when old objects are
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from conftest import Workdir, edit_yaml
-from lab.lab import Lab
-from lab.panos import PanosSettings
-from lab.workdir import write_workdir
+from conftest import Workdir, edit_yaml, running_lab
 
 FIREWALLS, PER_FIREWALL = 3, 2
 
 
 @pytest.fixture()
-def small_fleet(tmp_path: Any, tls_pki: Any, scm_pki: Any) -> Any:
-    lab = Lab(str(tmp_path / "fleet"), tls=tls_pki, hierarchy=scm_pki, firewalls=FIREWALLS,
-              panos_settings=PanosSettings(commit_duration=0.05)).start()
-    work = Workdir(lab, write_workdir(lab, lab.workdir))
-    work.remove_sample_profiles()
-    for number in range(1, FIREWALLS + 1):
-        for index in range(PER_FIREWALL):
-            work.profile(f"fw{number}-c{index}", firewall=f"lab-fw-{number:02d}",
-                         object_name=f"c{index}", key="ECDSA-P256")
-    work.edit_config("", max_parallel_firewalls=2)
-    yield work
-    lab.stop()
-    assert lab.internal_errors == 0
+def small_fleet(tmp_path: Any, tls_pki: Any, scm_pki: Any) -> Iterator[Workdir]:
+    with running_lab(str(tmp_path / "fleet"), tls_pki, scm_pki, firewalls=FIREWALLS,
+                     commit_duration=0.05, keep=[]) as work:
+        for number in range(1, FIREWALLS + 1):
+            for index in range(PER_FIREWALL):
+                work.profile(f"fw{number}-c{index}", firewall=f"lab-fw-{number:02d}",
+                             object_name=f"c{index}", key="ECDSA-P256")
+        work.edit_config("", max_parallel_firewalls=2)
+        yield work
 
 
 def per_firewall(entries: List[Dict[str, Any]], key: str = "firewall") -> Dict[str, int]:
