@@ -34,7 +34,7 @@ def eula_path() -> str:
 def accepted(state_dir: str) -> bool:
     try:
         with open(os.path.join(state_dir, RECORD), encoding="utf-8") as handle:
-            return json.load(handle).get("version") == EULA_VERSION
+            return bool(json.load(handle).get("version") == EULA_VERSION)
     except (OSError, ValueError, AttributeError):
         return False
 

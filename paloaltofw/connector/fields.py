@@ -49,7 +49,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 def read_yaml(path: str) -> object:
     try:
         with open(path, encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=_StrictLoader)  # type: ignore[no-any-return] # noqa: S506 - a SafeLoader
+            return yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise ConfigError("file not found", path) from None
     except IsADirectoryError:

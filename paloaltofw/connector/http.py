@@ -87,7 +87,7 @@ class _SharedContextAdapter(HTTPAdapter):
         return host, pool
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
         if verify:  # the context holds the CAs; a path here would be loaded again
             conn.ca_certs = conn.ca_cert_dir = None
 
@@ -179,7 +179,7 @@ class Session(requests.Session):
         settings["verify"] = self.verify
         return settings
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         if self._pinned or self.verify is False:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", InsecureRequestWarning)

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from xml.sax.saxutils import escape
 
 import requests
-from defusedxml import ElementTree as SafeET  # type: ignore[import-untyped]
+from defusedxml import ElementTree as SafeET
 
 from . import http
 from .errors import Interrupted, PanosError

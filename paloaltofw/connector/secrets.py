@@ -15,6 +15,7 @@ python-gnupg logs decrypted data at DEBUG ("chunk: …"); its logger is held at 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -322,12 +323,16 @@ def decrypt_files(gpg: Gpg, paths: List[str]) -> Dict[str, List[str]]:
         s.value, p, s.field)) if s.encrypted else None)
 
 
+def _at(transform: Callable[[Spot, str], Optional[str]], path: str, spot: Spot) -> Optional[str]:
+    return transform(spot, path)
+
+
 def _apply(paths: List[str], verb: str,
            transform: Callable[[Spot, str], Optional[str]]) -> Dict[str, List[str]]:
     prepared: Dict[str, Tuple[str, List[str]]] = {}
     for path in paths:
         read_yaml(path)  # a clear error for a missing or malformed file
-        text, changed = rewrite(path, lambda spot, p=path: transform(spot, p))
+        text, changed = rewrite(path, functools.partial(_at, transform, path))
         if changed:
             # The new text must still read as YAML with the same values elsewhere.
             try:

@@ -43,6 +43,7 @@ from xml.sax.saxutils import quoteattr
 from defusedxml import ElementTree as SafeET
 
 from . import panos_certs as certs
+from . import pki
 from . import xpath as xp
 from .panos_config import (DEVICE, Change, ConfigError, ConfigStore, RawXml, apply_change,
                            cdata, initial_config, panos_time, parse_xpath, plain, xml_safe)
@@ -79,7 +80,7 @@ class Job:
     enqueued: dt.datetime
     started: float
     duration: float
-    changes: list
+    changes: List[Change]
     admins: Optional[List[str]] = None  # the partial commit's scope; None: full commit
     outcome: str = "OK"  # OK | FAIL | HANG
     status: str = "ACT"
@@ -376,7 +377,7 @@ class PanosService(Service):
             ca = self._find_entry(store_path, request.signed_by, fallback_shared=True)
             cert = certs.entry_certificate(ca) if ca is not None else None
             sealed = ca.findtext("private-key") if ca is not None else None
-            if cert is None or not sealed or ca.findtext("ca") != "yes":
+            if ca is None or cert is None or not sealed or ca.findtext("ca") != "yes":
                 raise ConfigError(17, cdata(f" signed-by {request.signed_by} is not a CA "
                                             "certificate with a private key on this device"))
             signer = (cert, self.master.open(sealed))
@@ -412,7 +413,7 @@ class PanosService(Service):
         passphrase = _first(params, "passphrase")
         with self.store.lock:
             existing = self._find_entry(store_path, name)
-            now = certs.pki.utcnow()
+            now = pki.utcnow()
             if category == "certificate":
                 entry = certs.import_certificate(name, data, existing, self.master, now)
             elif category == "keypair":
@@ -454,8 +455,10 @@ class PanosService(Service):
             raise ConfigError(18, "Malformed Request: cmd is not XML") from None
         if root.tag != "commit":
             raise ConfigError(17, cdata(f" {root.tag}  is unexpected"))
-        body = root.find("force") if root.find("force") is not None else root
-        force = body is not root
+        body = root.find("force")
+        force = body is not None
+        if body is None:
+            body = root
         partial = body.find("partial")
         admins: Optional[List[str]] = None
         description = root.findtext("description") or body.findtext("description") or ""
@@ -670,7 +673,8 @@ def _first(params: Dict[str, List[str]], name: str) -> Optional[str]:
 
 
 def _copy(element: ET.Element) -> ET.Element:
-    return SafeET.fromstring(ET.tostring(element))
+    copy: ET.Element = SafeET.fromstring(ET.tostring(element))
+    return copy
 
 
 def _render(node: ET.Element, attribute: Optional[str]) -> str:

@@ -219,13 +219,14 @@ def generate_entry(request: GenerateRequest, master: MasterKey,
     subject = request.subject_name()
     alt = request.alt_names()
     if request.external:
-        builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+        csr_builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
         if alt:
-            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            csr_builder = csr_builder.add_extension(x509.SubjectAlternativeName(alt),
+                                                    critical=False)
         if request.ca:
-            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None),
-                                            critical=True)
-        csr = builder.sign(key, digest)
+            csr_builder = csr_builder.add_extension(
+                x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        csr = csr_builder.sign(key, digest)
         entry = ET.Element("entry", {"name": request.name})
         _child(entry, "common-name", request.common_name)
         _child(entry, "algorithm", pki.key_family(key))
@@ -312,7 +313,7 @@ def import_private_key(name: str, data: bytes, passphrase: Optional[str],
     if not passphrase:
         raise _failed(name, "passphrase is required")
     cert = entry_certificate(existing) if existing is not None else None
-    if cert is None:
+    if existing is None or cert is None:
         raise _failed(name, "certificate doesn't exist for private key")
     try:
         key = serialization.load_pem_private_key(data, passphrase.encode())

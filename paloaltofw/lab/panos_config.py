@@ -146,8 +146,9 @@ def reference_sites(root: ET.Element) -> Iterator[Site]:
     def text_sites(kind: str, scope: str, elements: List[ET.Element],
                    describe: str) -> Iterator[Site]:
         for element in elements:
-            if (element.text or "").strip():
-                yield Site(kind, element.text.strip(), scope, describe, element)
+            value = (element.text or "").strip()
+            if value:
+                yield Site(kind, value, scope, describe, element)
 
     prefix = {"shared": ""}
     for scope, node in scopes(root):
@@ -370,7 +371,7 @@ def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
             if target is not None and id(target) in doomed:
                 blocking.setdefault(site.value, []).append(site.description)
         if blocking:
-            lines = []
+            lines: List[str] = []
             for name, where in blocking.items():
                 lines.append(RawXml(cdata(f" {name}") +
                                     " cannot be deleted because of references from:"))

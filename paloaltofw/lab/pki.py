@@ -19,11 +19,12 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -32,8 +33,9 @@ PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey]
 
 CURVES = {256: ec.SECP256R1(), 384: ec.SECP384R1(), 521: ec.SECP521R1()}
 CURVE_BITS = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
-DIGESTS = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
-           "sha1": hashes.SHA1}
+SignHash = Union[hashes.SHA256, hashes.SHA384, hashes.SHA512]
+DIGESTS: Dict[str, Callable[[], SignHash]] = {
+    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
 # CA/Browser Forum certificate policy OIDs, as public CAs put them in leaves.
 POLICY_OIDS = {"DV": "2.23.140.1.2.1", "OV": "2.23.140.1.2.2", "EV": "2.23.140.1.1"}
@@ -52,7 +54,7 @@ def generate_key(algorithm: str, bits: int) -> PrivateKey:
     raise ValueError(f"unknown key algorithm {algorithm!r}")
 
 
-def key_family(key: Union[PrivateKey, PublicKey]) -> str:
+def key_family(key: Union[PrivateKey, CertificatePublicKeyTypes]) -> str:
     """'RSA' or 'EC', the two spellings PAN-OS uses in a certificate entry's <algorithm>."""
     return "RSA" if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)) else "EC"
 
@@ -62,8 +64,9 @@ def key_bits(key: Union[PrivateKey, PublicKey]) -> int:
         else CURVE_BITS.get(key.curve.name, key.curve.key_size)
 
 
-def public_der(key: Union[PrivateKey, PublicKey]) -> bytes:
-    public = key.public_key() if hasattr(key, "public_key") else key
+def public_der(key: Union[PrivateKey, CertificatePublicKeyTypes]) -> bytes:
+    public = key.public_key() if isinstance(
+        key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) else key
     return public.public_bytes(serialization.Encoding.DER,
                                serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -95,7 +98,8 @@ def openssl_oneline(name: x509.Name) -> str:
     for rdn in name.rdns:
         for attr in rdn:
             label = short.get(attr.oid, attr.oid.dotted_string)
-            parts.append(f"/{label}={attr.value}")
+            value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+            parts.append(f"/{label}={value}")
     return "".join(parts)
 
 
@@ -106,7 +110,7 @@ def openssl_name_hash(name: x509.Name) -> str:
     runs of white space folded; cryptography does the DER, we only normalise the values."""
     rdns = []
     for rdn in name.rdns:
-        attrs = []
+        attrs: List[x509.NameAttribute[Any]] = []
         for attr in rdn:
             value = attr.value
             if isinstance(value, str):
@@ -146,7 +150,7 @@ def _ski(key: PrivateKey) -> x509.SubjectKeyIdentifier:
     return x509.SubjectKeyIdentifier.from_public_key(key.public_key())
 
 
-def _sign_digest(key: PrivateKey) -> hashes.HashAlgorithm:
+def _sign_digest(key: PrivateKey) -> SignHash:
     return hashes.SHA384() if isinstance(key, ec.EllipticCurvePrivateKey) else hashes.SHA256()
 
 

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .lab import Lab
 from .panos import PanosSettings
@@ -35,9 +35,9 @@ def parse_settings(items: Sequence[str]) -> Dict[str, Dict[str, str]]:
     return out
 
 
-def parse_faults(items: Sequence[str]) -> List[tuple]:
+def parse_faults(items: Sequence[str]) -> List[Tuple[str, FaultRule]]:
     """`scm:kind=status,status=429,retry_after=2,count=3` into (service, FaultRule) pairs."""
-    out = []
+    out: List[Tuple[str, FaultRule]] = []
     for item in items:
         service, sep, rule = item.partition(":")
         if not sep or service not in ("panos", "scm"):
@@ -67,7 +67,7 @@ def serve(workdir: str, host: str = "127.0.0.1", panos_port: int = 0, scm_port: 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())  # type: ignore[union-attr]
+            signal.signal(signum, lambda *_: stop.set())
     sys.stdout.write(json.dumps(lab.info(config)) + "\n")
     sys.stdout.flush()
     log.info("lab: firewall %s, SCM %s; agent config %s; stop with Ctrl-C",

@@ -44,7 +44,8 @@ class Request:
     _form: Optional[Tuple[Dict[str, List[str]], Dict[str, Tuple[str, bytes]]]] = None
 
     def header(self, name: str) -> Optional[str]:
-        return self.headers.get(name)
+        value = self.headers.get(name)
+        return None if value is None else str(value)
 
     def form(self) -> Tuple[Dict[str, List[str]], Dict[str, Tuple[str, bytes]]]:
         """All parameters: the query string, then an urlencoded or multipart body.
@@ -80,9 +81,11 @@ class Request:
                 raise ValueError("multipart body without parts")
             for part in message.iter_parts():
                 name = part.get_param("name", header="content-disposition")
-                if not name:
+                if not isinstance(name, str) or not name:
                     continue
-                payload = part.get_payload(decode=True) or b""
+                payload = part.get_payload(decode=True)
+                if not isinstance(payload, bytes):
+                    payload = b""
                 filename = part.get_filename()
                 if filename is not None or name == "file":
                     files[name] = (filename or "", payload)
@@ -292,7 +295,7 @@ class _Server(ThreadingHTTPServer):
         except (ssl.SSLError, OSError) as exc:
             log.debug("%s: TLS handshake failed: %s", self.endpoint.service.name, exc)
             return
-        self.RequestHandlerClass(tls, client_address, self)
+        super().finish_request(tls, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("%s: connection error from %s", self.endpoint.service.name, client_address,
@@ -305,6 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 120
     server: _Server
+    _headers_buffer: List[bytes]  # BaseHTTPRequestHandler's own, written to directly below
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return

@@ -109,7 +109,7 @@ class Authority:
 
     def _subject(self, order: Order) -> x509.Name:
         org = self.scm.accounts.org
-        attrs: List[x509.NameAttribute] = []
+        attrs: List[x509.NameAttribute[str]] = []
         if order.validation == "EV":
             attrs += [x509.NameAttribute(NameOID.SERIAL_NUMBER, org.registration_number),
                       x509.NameAttribute(NameOID.JURISDICTION_COUNTRY_NAME,

@@ -198,16 +198,12 @@ class ClassicApi:
             wanted = serial.replace(":", "").lower().lstrip("0")
             filters.append(lambda o: o.leaf is not None
                            and f"{o.leaf.serial_number:x}" == wanted)
-        for name, attr in (("sslTypeId", "profile"), ("orgId", "org_id")):
-            text = query_one(request, name)
-            if text:
-                if not re.fullmatch(r"[0-9]{1,10}", text):
-                    raise ApiError(400, -1601, name)
-                number = int(text)
-                if attr == "profile":
-                    filters.append(lambda o, n=number: o.profile.id == n)
-                else:
-                    filters.append(lambda o, n=number: o.org_id == n)
+        profile_id = _query_id(request, "sslTypeId")
+        if profile_id is not None:
+            filters.append(lambda o: o.profile.id == profile_id)
+        org_id = _query_id(request, "orgId")
+        if org_id is not None:
+            filters.append(lambda o: o.org_id == org_id)
         with self.scm.lock:
             matching = [o for o in self.scm.db.all() if all(f(o) for f in filters)]
             page = matching[position:position + size]
@@ -282,3 +278,12 @@ class ClassicApi:
             order.leaf, order.chain, order.defect = None, [], ""
             order.replaced = pki.utcnow()
         return Response(204, b"", JSON_CONTENT, log={"id": order_id})
+
+
+def _query_id(request: Request, name: str) -> Optional[int]:
+    text = query_one(request, name)
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-9]{1,10}", text):
+        raise ApiError(400, -1601, name)
+    return int(text)

@@ -127,7 +127,7 @@ class ScmService(Service):
             raise ValueError(f"unknown action {action!r}; known: expire_tokens, revoke, "
                              f"issue_now, expire, decline, orders")
         order_id = body.get("id")
-        if not is_int(order_id):
+        if not isinstance(order_id, int) or not is_int(order_id):
             raise ValueError("body must be {\"id\": <order id>}")
         with self.lock:
             order = self.orders.get(order_id)
@@ -178,8 +178,8 @@ class ScmService(Service):
         if not candidates:
             return ApiError(404, -1, description=f"Unknown resource: {request.method[:16]} "
                             f"{path[:200]}").response()
-        route = next((r for r in candidates if request.method in r.methods), None)
-        if route is None:
+        chosen = next((r for r in candidates if request.method in r.methods), None)
+        if chosen is None:
             if candidates[0].api == "token":
                 return self.tokens.error(KeycloakError(405, "invalid_request",
                                                        "HTTP method not allowed"))
@@ -187,6 +187,7 @@ class ScmService(Service):
             return ApiError(405, -1, description=f"Method {request.method[:16]} is not "
                             f"supported for this resource",
                             headers=[("Allow", ", ".join(allowed))]).response()
+        route = chosen
         match = route.pattern.match(path if route.api == "token" else sub)
         assert match is not None  # it matched when the candidates were collected
         ctx = Ctx(request, {k: v for k, v in match.groupdict().items() if v is not None},
@@ -199,7 +200,7 @@ class ScmService(Service):
                 return self.tokens.error(exc)
         try:
             self._authenticate(ctx, route.api)
-            response = getattr(getattr(self, role), handler)(ctx)
+            response: Response = getattr(getattr(self, role), handler)(ctx)
         except ApiError as exc:
             response = exc.response()
         response.log.setdefault("auth", ctx.auth)

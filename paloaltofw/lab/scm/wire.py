@@ -155,7 +155,7 @@ def opt_int(data: Dict[str, Any], name: str) -> Optional[int]:
         return None
     if not is_int(value):
         raise ApiError(400, -1002, details=f"'{name}' must be a JSON integer")
-    return value
+    return int(value)
 
 
 def opt_str(data: Dict[str, Any], name: str, limit: Optional[int] = None) -> Optional[str]:
