@@ -1,4 +1,4 @@
-"""How a run judges the certificate a firewall holds (lifecycle.assess), from the certificate
+"""How a run judges the certificate a firewall holds (plan.assess), from the certificate
 itself: small units, no lab."""
 
 from __future__ import annotations

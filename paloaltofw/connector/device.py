@@ -12,6 +12,7 @@ firewall reached through Panorama are further implementations of the same method
 from __future__ import annotations
 
 import abc
+import hashlib
 import ipaddress
 import logging
 import time
@@ -32,6 +33,14 @@ from .settings import CertificateProfile, FirewallProfile
 log = logging.getLogger(__name__)
 
 DEVICE_XPATH = "/config/devices/entry[@name='localhost.localdomain']"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning said once per `key` in a state directory (later runs log it at INFO)."""
+
+    key: str
+    message: str
 
 
 @dataclass
@@ -131,10 +140,10 @@ class Device(abc.ABC):
     def commit_text(self) -> str:
         """How the commit reads in a plan: `commit lab-fw-01 (partial, admin certbot)`."""
 
-    @property
     @abc.abstractmethod
-    def stale_api_key(self) -> bool:
-        """The configured API key was refused this run and replaced by keygen."""
+    def notices(self) -> List[Notice]:
+        """What the administrator must fix about the device's own configuration, learnt
+        during the run; each is said once per key (cron would mail it nightly otherwise)."""
 
 
 class Firewall(Device):
@@ -152,9 +161,20 @@ class Firewall(Device):
             else "/config/shared"
         self.view = DeviceView()
 
-    @property
-    def stale_api_key(self) -> bool:
-        return self.api.stale_api_key
+    def notices(self) -> List[Notice]:
+        if not self.api.stale_api_key:
+            return []
+        # The configured API key was refused and keygen made a new one: which field to change.
+        fw = self.profile
+        assert fw.api_key is not None
+        digest = hashlib.sha256(fw.api_key.reveal().encode()).hexdigest()[:16]
+        return [Notice(
+            f"stale api_key {fw.name} {digest}",
+            f"firewall {fw.name}: the firewall refuses the api_key of {fw.path} "
+            f"({fw.name}.api_key; a password change or key expiry invalidates keys), so the "
+            f"agent generates a key from username '{fw.username}' on every run instead. "
+            "Replace api_key with a new key for that user (type=keygen), or delete api_key to "
+            "always log in with username and password. (Said once for this key.)")]
 
     # -- reading --------------------------------------------------------------------------
 
