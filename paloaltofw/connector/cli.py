@@ -298,6 +298,7 @@ def _run_and_report(args: argparse.Namespace, out: TextIO, config: "Config",
                     redact: "RedactSecrets", stop: Callable[[int, str], int]) -> int:
     from .errors import AgentError, ConfigError
     from .lifecycle import RunOptions, run
+    from .results import Outcome, State
     from .text import plan_text, print_results, status_table
 
     log = logging.getLogger("paloaltoagent")
@@ -312,13 +313,13 @@ def _run_and_report(args: argparse.Namespace, out: TextIO, config: "Config",
     except AgentError as exc:  # another run holds the lock
         return stop(EXIT_FAILED, str(exc))
     failed = [r for r in report.results if r.failed]
-    attention = [r for r in report.results if r.state != "ok"]
+    attention = [r for r in report.results if r.state is not State.OK]
     code = EXIT_FAILED if failed or (args.command == "status" and attention) else EXIT_OK
     for result in failed:
         log.error("FAILED %s (%s): %s", result.profile, result.firewall, result.message)
     if signals.signum:
         code = signals.exit_code
-        stopped = [r for r in report.results if r.outcome == "interrupted"]
+        stopped = [r for r in report.results if r.outcome is Outcome.INTERRUPTED]
         log.error("interrupted by %s: %d of %d certificates were finished; %d stopped at a "
                   "safe point with their state saved, and the next run continues them",
                   signals.name, len(report.results) - len(stopped), len(report.results),

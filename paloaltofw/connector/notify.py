@@ -19,7 +19,7 @@ import requests
 
 from . import http
 from .settings import EmailSettings, NotificationSettings, TlsSettings, WebhookSettings
-from .results import Report
+from .results import Outcome, Report, State
 from .report import days_left
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,11 @@ def problems(report: Report, warning_days: int, now: dt.datetime) -> List[str]:
         left = days_left(result, now)
         if result.failed:
             lines.append(f"FAILED {where}: {result.message}")
-        elif result.state in ("revoked", "expired") and result.outcome != "changed":
+        elif result.state in (State.REVOKED, State.EXPIRED) and \
+                result.outcome is not Outcome.CHANGED:
             lines.append(f"{result.state.upper()} {where}: not replaced by this run"
                          + (f" ({result.message})" if result.message else ""))
-        elif left is not None and left <= warning_days and result.outcome != "changed":
+        elif left is not None and left <= warning_days and result.outcome is not Outcome.CHANGED:
             lines.append(f"EXPIRES in {left} days {where}: not renewed by this run"
                          + (f" ({result.message})" if result.message else ""))
     return lines

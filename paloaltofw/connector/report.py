@@ -12,12 +12,11 @@ import os
 import socket
 from typing import Any, Dict, List, Optional
 
-from .results import Report, Result
+from .results import Outcome, Report, Result, State
 from .state import atomic_write
 
 SCHEMA = "paloaltoagent/report/v1"
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.schema.json")
-STATES = ("ok", "due", "pending", "missing", "expired", "revoked", "error")
 
 
 def days_left(result: Result, now: dt.datetime) -> Optional[int]:
@@ -39,12 +38,12 @@ def certificate(result: Result, now: dt.datetime) -> Dict[str, Any]:
             "seconds": round(result.seconds, 3)}
 
 
-def state_after(result: Result) -> str:
+def state_after(result: Result) -> State:
     """The certificate's condition once the run is over (what `status` would now show)."""
-    if result.outcome == "changed":
-        return "ok"
-    if result.outcome == "pending":
-        return "pending"
+    if result.outcome is Outcome.CHANGED:
+        return State.OK
+    if result.outcome is Outcome.PENDING:
+        return State.PENDING
     return result.state
 
 
@@ -55,11 +54,11 @@ def document(report: Report, command: str, dry_run: bool, exit_code: int,
     now = now or dt.datetime.now(dt.timezone.utc)
     results = report.results
     if command == "status":
-        ok = sum(1 for r in results if r.state == "ok")
-        pending = sum(1 for r in results if r.state == "pending")
+        ok = sum(1 for r in results if r.state is State.OK)
+        pending = sum(1 for r in results if r.state is State.PENDING)
     else:
-        ok = sum(1 for r in results if r.outcome == "ok")
-        pending = sum(1 for r in results if r.outcome == "pending")
+        ok = sum(1 for r in results if r.outcome is Outcome.OK)
+        pending = sum(1 for r in results if r.outcome is Outcome.PENDING)
     return {
         "schema": SCHEMA, "command": command, "dry_run": dry_run,
         "host": socket.gethostname(),
@@ -67,13 +66,14 @@ def document(report: Report, command: str, dry_run: bool, exit_code: int,
         "duration_seconds": round(report.seconds, 3), "exit_code": exit_code,
         "error": error, "signal": signal or None,
         "summary": {"certificates": len(results), "ok": ok,
-                    "changed": sum(1 for r in results if r.outcome == "changed"),
+                    "changed": sum(1 for r in results if r.outcome is Outcome.CHANGED),
                     "pending": pending,
-                    "planned": sum(1 for r in results if r.outcome == "planned"),
+                    "planned": sum(1 for r in results if r.outcome is Outcome.PLANNED),
                     "failed": sum(1 for r in results if r.failed),
-                    "interrupted": sum(1 for r in results if r.outcome == "interrupted"),
-                    "attention": sum(1 for r in results if state_after(r) != "ok"
-                                     and r.outcome not in ("planned", "interrupted")),
+                    "interrupted": sum(1 for r in results if r.outcome is Outcome.INTERRUPTED),
+                    "attention": sum(1 for r in results if state_after(r) is not State.OK
+                                     and r.outcome not in (Outcome.PLANNED,
+                                                           Outcome.INTERRUPTED)),
                     "orders": report.orders, "commits": report.commits},
         "certificates": [certificate(r, now) for r in results],
     }
@@ -109,7 +109,7 @@ def metrics_text(report: Report, command: str, success: bool) -> str:
            "1 for the state the certificate is in after the run.",
            [f"paloaltoagent_certificate_state"
             f"{_labels(profile=r.profile, firewall=r.firewall, state=state)} "
-            f"{1 if state_after(r) == state else 0}" for r in results for state in STATES])
+            f"{1 if state_after(r) is state else 0}" for r in results for state in State])
     run_labels = _labels(command=command)
     for name, kind, help_text, value in (
             ("paloaltoagent_run_success", "gauge", "1 if the last run had no failure.",

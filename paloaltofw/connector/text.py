@@ -8,7 +8,7 @@ import threading
 from typing import Callable, Sequence, TextIO
 
 from .report import days_left
-from .results import Result
+from .results import Action, Outcome, Result, State
 
 
 class Progress:
@@ -47,9 +47,9 @@ def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
 
 
 def outcome_word(r: Result) -> str:
-    if r.outcome == "changed":
-        return {"enroll": "enrolled", "renew": "renewed"}.get(r.action, "installed")
-    if r.outcome == "ok":
+    if r.outcome is Outcome.CHANGED:
+        return {Action.ENROLL: "enrolled", Action.RENEW: "renewed"}.get(r.action, "installed")
+    if r.outcome is Outcome.OK:
         return r.message or "ok"
     return r.outcome
 
@@ -62,7 +62,7 @@ def print_results(results: Sequence[Result], out: TextIO,
                      f"{r.not_after:%Y-%m-%d}" if r.not_after else "-", r.cert_id or "-"))
     out.write(redact(table(rows)))
     for r in results:
-        if r.failed or r.outcome == "pending":
+        if r.failed or r.outcome is Outcome.PENDING:
             out.write(redact(f"{r.profile}: {r.message}") + "\n")
     out.flush()
 
@@ -78,7 +78,7 @@ def status_table(results: Sequence[Result]) -> str:
                      str(days_left(r, now)) if r.not_after else "-", r.state,
                      r.cert_id or "-"))
     notes = [f"{r.profile}: {r.message}" for r in results if r.message and (
-        r.state != "ok" or r.failed) and r.message != "up to date"]
+        r.state is not State.OK or r.failed) and r.message != "up to date"]
     return table(rows) + "".join(n + "\n" for n in notes)
 
 
