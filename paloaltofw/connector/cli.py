@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, TextIO
 
 from . import __version__
 
@@ -387,29 +387,13 @@ def cmd_secrets(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
-    from lab.run import serve  # the lab is imported only by the lab and demo commands
-
-    logging.basicConfig(level=stderr_level(args) if args.verbose or args.quiet else
-                        logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return serve(args.workdir, args.host, args.panos_port, args.scm_port, args.set,
-                     args.fault, args.api, firewalls=args.firewalls)
-    except ValueError as exc:
-        print(f"paloaltoagent: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+# The `lab` and `demo` commands live with the lab (`lab/commands.py`), outside this package:
+# the entry point hands them in, so that the agent itself never imports the lab.
+LabCommand = Callable[[argparse.Namespace, TextIO], int]
 
 
-def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from . import logs
-    from lab.demo import run_demo  # the lab is imported only by the lab and demo commands
-
-    logs.setup("INFO", logging.DEBUG if args.verbose else logging.WARNING)
-    return run_demo(out)
-
-
-def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout,
+         lab_commands: Optional[Callable[[], Dict[str, LabCommand]]] = None) -> int:
     parser = build_parser()
     raw = list(argv) if argv is not None else sys.argv[1:]
     try:
@@ -432,9 +416,11 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
             return code
     if args.command in ("encrypt", "decrypt"):
         return cmd_secrets(args, out)
-    if args.command == "lab":
-        return cmd_lab(args)
-    if args.command == "demo":
-        return cmd_demo(args, out)
+    if args.command in ("lab", "demo"):
+        if lab_commands is None:
+            print(f"paloaltoagent: the {args.command} command is run by paloaltoagent.py "
+                  "(the lab is not part of the connector package)", file=sys.stderr)
+            return EXIT_CONFIG
+        return lab_commands()[args.command](args, out)
     parser.print_help(sys.stderr)
     return EXIT_CONFIG

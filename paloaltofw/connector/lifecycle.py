@@ -37,8 +37,8 @@ from . import http
 from .device import CertificateEntry, Device, Firewall
 from .errors import AgentError, Interrupted, PanosError
 from .ordering import OrderDesk, Rejected, ScmClients
-from .plan import Decision, Situation, Step, StepKind, decide, pending_text, rejected_order
-from .results import Action, Outcome, Report, Result, State
+from .plan import Decision, Situation, decide, pending_text, rejected_order
+from .results import Action, Outcome, Report, Result, State, Step, StepKind
 from .settings import CertificateProfile, Config, ScmSettings
 from .state import Stage, StateStore
 from .steps import Certificate, Steps

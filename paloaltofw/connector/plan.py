@@ -24,48 +24,9 @@ from . import certs
 from .bindings import SSL_TLS_SERVICE_PROFILE, BindingKind
 from .device import CertificateEntry, DeviceView
 from .errors import AgentError
-from .results import Action, State, Word
+from .results import Action, State, Step, StepKind
 from .settings import CertificateProfile
 from .state import CertState, Pending, Stage
-
-
-class StepKind(Word):
-    DISCARD = "discard"  # delete a request object that was never ordered with
-    GENERATE = "generate"  # the device makes a key pair and CSR
-    ORDER = "order"  # place the order at SCM (enroll, or renew by the previous id)
-    RESUME = "resume"  # an interrupted order's id was recorded in .ids
-    ADOPT = "adopt"  # an interrupted order's id given with --adopt
-    LOOKUP = "lookup"  # search SCM's orders for an interrupted order
-    REORDER = "reorder"  # order again after an interrupted order (--force)
-    COLLECT = "collect"  # fetch the issued chain (SCM may still be processing)
-    INSTALL = "install"  # verify the chain, import CAs and the certificate, read it back
-    BIND = "bind"  # point a consumer at the new object (or create it)
-    DELETE = "delete"  # delete a superseded object nothing uses any more
-    KEEP = "keep"  # a superseded object still in use: kept, said
-    COMMIT = "commit"  # the device's one commit of the run
-
-
-@dataclass(frozen=True)
-class Step:
-    kind: StepKind
-    object: str  # the certificate object (for COMMIT: the device) the step is about
-    text: str  # how a plan and a report say it
-    reason: str = ""  # GENERATE, DISCARD: why
-    order_id: Optional[str] = None  # RESUME, ADOPT, COLLECT (once known)
-    renew_of: Optional[str] = None  # ORDER: renew this SCM certificate (else enroll)
-    binding: Optional[BindingKind] = None  # BIND
-    location: str = ""  # BIND: the consumer
-    users: Tuple[str, ...] = ()  # KEEP: what still uses the object
-
-    @property
-    def key(self) -> Tuple[str, str, str]:
-        """What the step is, whatever the run learns on the way (a dry run knows no order id):
-        how a planned and an executed step are compared."""
-        return (self.kind.value, self.object, self.location)
-
-    def as_dict(self) -> Dict[str, Optional[str]]:
-        return {"step": self.kind.value, "object": self.object,
-                "consumer": self.location or None, "text": self.text}
 
 
 class Condition(NamedTuple):

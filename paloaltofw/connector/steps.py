@@ -1,4 +1,4 @@
-"""The steps of a certificate's run, carried out: each kind of `plan.Step` against the
+"""The steps of a certificate's run, carried out: each kind of `results.Step` against the
 device, SCM (through the order desk) and the state file.
 
 Which step comes next is `plan.decide`'s to say, and in what order the certificates of a
@@ -17,8 +17,8 @@ from . import certs
 from .device import Device
 from .errors import AgentError, PanosError
 from .ordering import OrderDesk
-from .plan import Step, StepKind, request_spec
-from .results import Result
+from .plan import request_spec
+from .results import Result, Step, StepKind
 from .settings import CertificateProfile
 from .state import CertState, Pending, Stage, StateStore, now_iso
 
