@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import certs, http
-from .settings import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings
+from .settings import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings, Secret
 from .errors import ConfigError, OrderRejected, ScmError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ TOKEN_SKEW = 30.0
 class OAuth:
     """Client-credentials tokens: discovered token URL, cached token, refresh before expiry."""
 
-    def __init__(self, client_id: str, secret: Any, token_url: Optional[str],
+    def __init__(self, client_id: str, secret: Secret, token_url: Optional[str],
                  session: requests.Session, timeout: float) -> None:
         self._lock = threading.Lock()  # firewalls are worked on in parallel threads
         self.client_id = client_id
