@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import xml.etree.ElementTree as ET
 from typing import Any, Optional
 
@@ -154,6 +155,14 @@ def test_bound_certificate_renewal_repoints_then_removes_the_old_object(work: An
             assert entry.find("public-key") is not None and entry.find("private-key") is not None
     state = work.state_of("portal-dv-rsa2048")
     assert state["object"] == new_name and state["superseded"] == []
+    # One commit took in the new certificate, the repointed profile and the removal, and the
+    # removal is a main event: in the state's history and in the log.
+    assert len(work.commits()) == 2  # the enrollment's and the renewal's
+    events = [h["event"] for h in state["history"]]
+    assert events[-2:] == ["committed", "removed"], events
+    assert state["history"][-1]["object"] == "portal-example-com"
+    with open(os.path.join(work.root, "logs", "paloaltoagent.log")) as handle:
+        assert "portal-dv-rsa2048: removed superseded portal-example-com" in handle.read()
 
 
 def seed_certificate(work: Any, name: str, not_before: dt.datetime,

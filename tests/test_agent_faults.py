@@ -191,7 +191,7 @@ def test_commit_that_never_finishes_is_bounded_and_the_next_run_completes(one: A
               commit_timeout=1)
     one.lab.panos.settings.commit_hang = 1
     code, out = one.run("enroll")
-    assert code == 1 and "did not finish" in out
+    assert code == 1 and "commit job" in out and "did not finish" in out
     one.lab.panos.control("finish_jobs", {})
     code, out = one.run("enroll")
     assert code == 0, out
@@ -479,3 +479,70 @@ def test_certificate_revoked_at_scm_before_collection(fleet: Any, capsys: Any) -
     assert code == 1 and len(lines) == 1 and "-110" in lines[0]
     assert cert_on(fleet, 1, "site2") is not None
     assert fleet.state_of("site1")["rejected"]["order_id"] == str(order)
+
+
+@pytest.mark.parametrize("where", ["generate", "collect"])
+def test_a_surprise_in_one_certificate_leaves_the_others_of_its_firewall_committed(
+        work: Any, monkeypatch: Any, where: str) -> None:
+    # An unexpected exception (a bug, a device answer nobody foresaw) while one certificate
+    # is worked on fails that certificate only: the others on the same firewall are still
+    # installed, and the device's one commit takes them in.
+    from connector.device import Firewall
+    from connector.ordering import OrderDesk
+    victim = "intranet-ov-p384"
+    if where == "generate":
+        real_generate = Firewall.generate
+
+        def generate(self: Any, name: str, profile: Any) -> None:
+            if profile.name == victim:
+                raise ValueError("a surprise")
+            real_generate(self, name, profile)
+        monkeypatch.setattr(Firewall, "generate", generate)
+    else:
+        real_collect = OrderDesk.collect
+
+        def collect(self: Any, profile: Any, state: Any, anchors: Any) -> Any:
+            if profile.name == victim:
+                raise ValueError("a surprise")
+            return real_collect(self, profile, state, anchors)
+        monkeypatch.setattr(OrderDesk, "collect", collect)
+    code, out = work.run("enroll")
+    assert code == 1 and "unexpected error: ValueError: a surprise" in out, out
+    others = ("portal-dv-rsa2048", "shop-ev-rsa4096")
+    for name in others:
+        state = work.state_of(name)
+        assert state["pending"] is None and state["cert_id"], (name, state)
+        assert entry(work, state["object"]) is not None, f"{name} was not committed"
+    assert len(work.commits()) == 1
+    monkeypatch.undo()
+    code, out = work.run("renew")  # the next run finishes the victim
+    assert code == 0, out
+    assert work.state_of(victim)["pending"] is None
+    assert len(work.orders()) == 3
+
+
+def test_an_import_lost_before_its_commit_is_replaced_by_the_advised_force(work: Any) -> None:
+    # The commit failed after the import; then another administrator deleted the imported
+    # object (key and all) in the candidate. The run stops and advises --force, and --force
+    # must then work: a new key, a new order, installed.
+    import requests
+    work.remove_sample_profiles()
+    work.profile("site")
+    work.lab.panos.settings.commit_fail = 1
+    assert work.run("enroll")[0] == 1
+    assert work.state_of("site")["pending"]["stage"] == "installed"
+    answer = requests.get(work.lab.panos_endpoint.url + "/api/", params={
+        "type": "config", "action": "delete", "key": work.lab.panos_api_key("alice"),
+        "xpath": "/config/shared/certificate/entry[@name='site']"},
+        verify=work.lab.paths["ca_bundle"], timeout=30)
+    assert 'status="success"' in answer.text, answer.text
+    code, out = work.run("renew")
+    assert code == 1 and "renew site --force" in out, out
+    code, out = work.run("renew", "site", "--force")
+    assert code == 0, out
+    state = work.state_of("site")
+    assert state["pending"] is None and state["cert_id"] == str(work.orders()[-1]["id"])
+    assert len(work.orders()) == 2
+    installed = entry(work, state["object"])
+    assert installed is not None and installed.find("private-key") is not None
+    assert work.run("renew")[0] == 0

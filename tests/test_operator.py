@@ -50,6 +50,21 @@ def test_status_reads_each_firewall_once_orders_nothing_and_reports_every_certif
     assert shop["state"] == "ok" and shop["key"] == "RSA-4096" and shop["scm_id"]
     assert shop["issuer"] == "Lab Sectigo RSA Extended Validation Secure Server CA"
     assert 190 <= shop["days_left"] <= 200 and shop["object"] == "shop-example-com"
+    # status only looks: it did nothing, and has nothing to say of a good certificate.
+    assert {(c["action"], c["message"], c["result"]) for c in report["certificates"]} == \
+        {("none", None, "ok")}
+
+
+def test_status_of_a_certificate_that_is_due_or_missing_did_nothing(work: Any) -> None:
+    assert work.run("enroll")[0] == 0
+    work.lab.panos.set_certificate_status("shop-example-com", "revoked")
+    work.profile("not-yet")
+    code, report = work.run_json("status")
+    assert code == 1
+    valid(report)
+    rows = {c["profile"]: c for c in report["certificates"]}
+    assert (rows["shop-ev-rsa4096"]["state"], rows["not-yet"]["state"]) == ("revoked", "missing")
+    assert {c["action"] for c in report["certificates"]} == {"none"}
 
 
 def test_status_exit_1_and_the_reason_when_something_needs_attention(work: Any) -> None:

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from connector.bindings import KINDS, SSL_TLS_SERVICE_PROFILE, Binding
 from connector.device import CertificateEntry, DeviceView
 from connector.plan import Situation, decide
-from connector.results import Action, State
+from connector.results import Action, Mode, State
 from connector.settings import CertificateProfile, KeySpec, OrderSettings
 from connector.state import CertState, Pending, Stage
 
@@ -67,7 +67,7 @@ def bound(cert: str = "www") -> List[Tuple[Any, str, str]]:
 
 
 def pending(stage: Stage, obj: str = "www-20261201", **fields: Any) -> Pending:
-    return Pending(stage=stage, object=obj, kind=fields.pop("kind", "renew"),
+    return Pending(stage=stage, object=obj, kind=fields.pop("kind", Action.RENEW),
                    since="2026-12-01T00:00:00+00:00", replaces=fields.pop("replaces", "www"),
                    **fields)
 
@@ -102,7 +102,7 @@ def test_a_certificate_that_needs_it_is_renewed_under_a_new_name(entry: Certific
 
 def test_enroll_leaves_a_due_certificate_to_renew() -> None:
     decision, steps = plan(CertState("www", object="www", cert_id="7"),
-                           view(installed(days_left=10), bindings=bound()), mode="enroll")
+                           view(installed(days_left=10), bindings=bound()), mode=Mode.ENROLL)
     assert steps == [] and "renew replaces it" in decision.message
 
 
@@ -116,7 +116,7 @@ def test_every_managed_consumer_of_the_old_object_follows_and_other_users_keep_i
 
 
 def test_a_request_not_ordered_yet_is_ordered_with_its_csr() -> None:
-    state = CertState("www", pending=pending(Stage.GENERATED, "www", kind="enroll",
+    state = CertState("www", pending=pending(Stage.GENERATED, "www", kind=Action.ENROLL,
                                              replaces=None,
                                              request=_spec()))
     _, steps = plan(state, view(request("www")))
@@ -125,7 +125,7 @@ def test_a_request_not_ordered_yet_is_ordered_with_its_csr() -> None:
 
 
 def test_a_stale_request_is_discarded_and_made_again_under_the_freed_name() -> None:
-    state = CertState("www", pending=pending(Stage.GENERATED, "www", kind="enroll",
+    state = CertState("www", pending=pending(Stage.GENERATED, "www", kind=Action.ENROLL,
                                              replaces=None,
                                              request=dict(_spec(), key="RSA-2048")))
     decision, steps = plan(state, view(request("www")))
@@ -134,7 +134,7 @@ def test_a_stale_request_is_discarded_and_made_again_under_the_freed_name() -> N
 
 
 def test_force_discards_an_unordered_request_of_an_earlier_run_but_not_its_own() -> None:
-    state = CertState("www", pending=pending(Stage.GENERATED, "www", kind="enroll",
+    state = CertState("www", pending=pending(Stage.GENERATED, "www", kind=Action.ENROLL,
                                              replaces=None, request=_spec()))
     _, steps = plan(state, view(request("www")), force=True)
     assert steps[0] == ("discard", "www")
@@ -164,6 +164,11 @@ def test_an_interrupted_order_without_a_way_to_find_it_stops() -> None:
 
 def test_adopt_needs_an_interrupted_order() -> None:
     decision, steps = plan(CertState("www", object="www"), view(installed()), adopt="9")
+    assert steps == [] and "no interrupted order" in (decision.stop or "")
+    # An order whose id was recorded is not interrupted, even when --adopt names that id.
+    state = CertState("www", object="www", cert_id="7",
+                      pending=pending(Stage.ORDERED, "www-20261201", order_id="9"))
+    decision, steps = plan(state, view(installed(), request("www-20261201")), adopt="9")
     assert steps == [] and "no interrupted order" in (decision.stop or "")
 
 

@@ -27,12 +27,13 @@ def keys(report: Dict[str, Any], profile: str = "site") -> List[Tuple[str, str, 
 
 
 def compare(work: Any, *args: str) -> List[Tuple[str, str, str]]:
-    """Dry run, then the real run: their steps, which must be the same."""
+    """Dry run, then the real run: their steps and exit codes, which must be the same."""
     orders = len(work.orders())
-    _, planned = work.run_json("renew", *args, "--dry-run")
+    planned_code, planned = work.run_json("renew", *args, "--dry-run")
     assert len(work.orders()) == orders, "the dry run ordered"
-    _, report = work.run_json("renew", *args)
+    code, report = work.run_json("renew", *args)
     assert keys(planned) == keys(report), (keys(planned), keys(report))
+    assert planned_code == code, (planned["certificates"], report["certificates"])
     return keys(report)
 
 
@@ -141,6 +142,33 @@ def released(work: Any) -> None:
         parent.remove(parent.find("entry"))
 
 
+def rejected_with_one_kept(work: Any) -> None:
+    # The old object stays (a certificate profile uses it); the renewal after it is declined.
+    kept(work)
+    assert work.run("renew")[0] == 0
+    work.lab.panos.set_certificate_status(work.state_of("site")["object"], "revoked")
+    work.lab.scm.settings.decline_next = 1
+    assert work.run("renew")[0] == 1
+
+
+def released_then_due(work: Any) -> None:
+    # The kept old object is released, and the certificate is due again: the run deletes
+    # the old object first, so its name (the profile's own) is free for the new one.
+    released(work)
+    assert work.run("renew")[0] == 0 and work.state_of("site")["superseded"] == []
+    # ... made superseded again: keep it once more, then release it while a renewal is due.
+    kept_again = work.state_of("site")["object"]
+    work.lab.panos.seed("/config/shared/certificate-profile",
+                        f"<entry name='Clients'><CA><entry name='{kept_again}'/></CA></entry>")
+    work.lab.panos.set_certificate_status(kept_again, "revoked")
+    assert work.run("renew")[0] == 0
+    assert work.state_of("site")["superseded"] == [kept_again]
+    for tree in work.lab.panos.store.direct():
+        parent = tree.find("shared/certificate-profile")
+        parent.remove(parent.find("entry"))
+    work.lab.panos.set_certificate_status(work.state_of("site")["object"], "revoked")
+
+
 # (situation, how to bring it about, extra arguments, the steps the run takes)
 SITUATIONS: List[Tuple[str, Callable[[Any], None], Tuple[str, ...], List[str]]] = [
     ("missing", missing, (),
@@ -172,6 +200,9 @@ SITUATIONS: List[Tuple[str, Callable[[Any], None], Tuple[str, ...], List[str]]] 
     ("superseded kept", kept, (),
      ["generate", "order", "collect", "install", "bind", "keep", "commit"]),
     ("superseded released", released, (), ["delete", "commit"]),
+    ("rejected, one superseded kept", rejected_with_one_kept, (), ["keep"]),
+    ("superseded released while due", released_then_due, (),
+     ["delete", "generate", "order", "collect", "install", "bind", "delete", "commit"]),
 ]
 
 

@@ -211,3 +211,40 @@ def test_an_account_that_may_not_list_profiles_still_orders(classic_work: Any,
     err = capsys.readouterr().err
     assert err.count("cannot check certificate profiles before ordering") == 1, err
     assert len(work.orders()) == 3
+
+
+def order_posts(work: Any) -> int:
+    """Orders SCM answered (not the 401 that makes the client discover its token URL)."""
+    return sum(1 for e in work.scm_requests()
+               if e.get("summary", "").startswith("POST /api/v1/certificates")
+               and e.get("status") != 401)
+
+
+def test_force_after_a_refusal_that_still_stands_asks_scm_once_per_run(work: Any) -> None:
+    # The cause is not fixed: --force may try once more, but one refusal ends the run's
+    # attempts (the same request would be refused again, and again).
+    work.remove_sample_profiles()
+    work.profile("shop", validation="EV", key="ECDSA-P521")
+    assert work.run("enroll")[0] == 1
+    posts, keys = order_posts(work), len(generates(work))
+    code, out = work.run("renew", "shop", "--force")
+    assert code == 1 and "-13" in out and "renew shop --force" in out, out
+    assert order_posts(work) - posts == 1 and len(generates(work)) - keys == 1
+    assert work.state_of("shop")["rejected"] is not None
+    assert request_objects(work) == [], "the refused request was left on the firewall"
+
+
+def test_force_after_a_decline_at_collection_orders_once_per_run(work: Any) -> None:
+    # Both the first order and the forced one are declined when collected: the forced run
+    # reports the second decline; it does not place a third order behind it.
+    work.remove_sample_profiles()
+    work.profile("site")
+    work.lab.scm.settings.decline_next = 2
+    assert work.run("enroll")[0] == 1 and len(work.orders()) == 1
+    code, out = work.run("renew", "site", "--force")
+    assert code == 1 and "-1112" in out and "renew site --force" in out, out
+    assert len(work.orders()) == 2
+    assert request_objects(work) == []
+    code, out = work.run("renew", "site", "--force")  # SCM issues again: installed
+    assert code == 0 and len(work.orders()) == 3, out
+    assert work.state_of("site")["object"] == "site"

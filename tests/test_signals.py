@@ -189,5 +189,8 @@ def test_a_stop_after_the_key_is_made_orders_nothing(fleet4: Any) -> None:
     report = run(load_config(fleet4.config), [], RunOptions(stop=stop))
     assert fleet4.orders() == []
     assert all(r.outcome == "interrupted" for r in report.results), report.results
+    first = next(r for r in report.results if r.profile == "site1")
+    assert first.message == f"interrupted: key and CSR made in {first.object}, not ordered; " \
+                            "the next run orders", first.message
     assert fleet4.state_of("site1")["pending"]["stage"] == "generated"
     rerun_and_check(fleet4, NAMES)

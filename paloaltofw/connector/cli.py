@@ -298,14 +298,14 @@ def _run_and_report(args: argparse.Namespace, out: TextIO, config: "Config",
                     redact: "RedactSecrets", stop: Callable[[int, str], int]) -> int:
     from .errors import AgentError, ConfigError
     from .lifecycle import RunOptions, run
-    from .results import Outcome, State
+    from .results import Mode, Outcome, State
     from .text import plan_text, print_results, status_table
 
     log = logging.getLogger("paloaltoagent")
     dry_run = getattr(args, "dry_run", False)
     try:
         report = run(config, args.profiles, RunOptions(
-            mode=args.command, force=getattr(args, "force", False), dry_run=dry_run,
+            mode=Mode(args.command), force=getattr(args, "force", False), dry_run=dry_run,
             progress=progress.line if progress else None, stop=signals.event,
             adopt=getattr(args, "adopt", None)))
     except ConfigError as exc:

@@ -27,7 +27,8 @@ from .checks import (ISO_COUNTRIES, MAX_OBJECT_NAME, RENEWAL_SUFFIX_ROOM, ca_bun
 from .errors import ConfigError
 from .fields import (ENCRYPTED_MARKER, Decryptor, Fields, check_private, did_you_mean,
                      read_yaml, resolve)
-from .settings import (APIS, DIGESTS, ENCRYPTION_MODES, KEY_TYPES, LOG_LEVELS, VALIDATIONS,
+from .settings import (APIS, DIGESTS, ENCRYPTION_MODES, HTTPS_PORT, KEY_TYPES, LOG_LEVELS,
+                       PROFILES_DIR, STATE_DIR, VALIDATIONS,
                        CertificateProfile, Config, EmailSettings, EncryptionSettings,
                        FirewallProfile, KeySpec, LoggingSettings, NotificationSettings,
                        OrderSettings, RenewalWindow, ScmCredentials, ScmSettings, Subject,
@@ -135,8 +136,8 @@ def secret_files(path: str) -> Tuple[EncryptionSettings, List[str]]:
 
 def _paths(top: Fields, base: str) -> Tuple[str, str, str]:
     """(profiles_dir, state_dir, credentials file)."""
-    profiles_dir = resolve(base, top.text("profiles_dir", "profiles"))
-    state_dir = resolve(base, top.text("state_dir", "state"))
+    profiles_dir = resolve(base, top.text("profiles_dir", PROFILES_DIR))
+    state_dir = resolve(base, top.text("state_dir", STATE_DIR))
     if not os.path.isdir(profiles_dir):
         raise top.error("profiles_dir", f"directory not found: {profiles_dir}")
     credentials = resolve(base, top.section("scm").text(
@@ -277,9 +278,9 @@ def _firewall(fields: Fields, name: str) -> FirewallProfile:
         if not valid_host(host):
             raise fields.error("host", f"'{host}' is not a DNS name or IP address (give url "
                                        "for a full https:// URL)")
-        port = fields.integer("port", 443, minimum=1, maximum=65535)
+        port = fields.integer("port", HTTPS_PORT, minimum=1, maximum=65535)
         netloc = f"[{host}]" if ":" in host else host
-        url = f"https://{netloc}:{port}" if port != 443 else f"https://{netloc}"
+        url = f"https://{netloc}:{port}" if port != HTTPS_PORT else f"https://{netloc}"
     api_key = fields.secret("api_key")
     username = fields.text("username")
     password = fields.secret("password")

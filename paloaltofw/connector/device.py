@@ -229,7 +229,8 @@ class Firewall(Device):
             self.api.import_file("certificate", name, certs.pem(cert).encode("ascii"))
         entry = self.read_certificate(name)
         if entry is None or entry.cert != cert:
-            raise AgentError(f"{name} on {self.name} does not hold the imported certificate")
+            raise AgentError(f"{name} on {self.name} does not hold the imported certificate "
+                             "with its private key; no service was pointed at it")
         self.view.certificates[name] = entry
         return entry
 
@@ -270,7 +271,7 @@ class Firewall(Device):
             log.info("%s: nothing left to commit", self.name)
             return False
         log.info("%s: commit job %s started", self.name, job)
-        result = self.api.wait_job(job, self.profile.commit_timeout)
+        result = self.api.wait_job(job, self.profile.commit_timeout, what="commit job")
         if result.result != "OK":
             raise PanosError(f"firewall {self.name}: commit job {job} failed: "
                              f"{' / '.join(d for d in result.details if d) or result.result}",

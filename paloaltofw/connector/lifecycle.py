@@ -38,24 +38,20 @@ from .device import CertificateEntry, Device, Firewall
 from .errors import AgentError, Interrupted, PanosError
 from .ordering import OrderDesk, Rejected, ScmClients
 from .plan import Decision, Situation, decide, pending_text, rejected_order
-from .results import Action, Outcome, Report, Result, State, Step, StepKind
+from .results import Action, Mode, Outcome, Report, Result, State, Step, StepKind
 from .settings import CertificateProfile, Config, ScmSettings
 from .state import Stage, StateStore
 from .steps import Certificate, Steps
 
 log = logging.getLogger(__name__)
 
-# Steps that change the device's candidate configuration: a certificate that took one takes
-# part in the device's commit, even if its order still waits at SCM.
-CHANGES_CANDIDATE = (StepKind.DISCARD, StepKind.INSTALL, StepKind.BIND, StepKind.DELETE)
 # No certificate takes more steps in one run (a guard against a decision that loops).
 MAX_STEPS = 100
 
 
 @dataclass
 class RunOptions:
-    # "enroll": only missing certificates; "renew": everything due; "status": only look.
-    mode: str = "renew"
+    mode: Mode = Mode.RENEW
     force: bool = False
     dry_run: bool = False  # read only: plan, send no write and no order
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
@@ -120,7 +116,7 @@ class DeviceRun:
                 result.fail(str(exc))
                 continue
             self.certificates.append(Certificate(profile, result, state))
-        if self.options.mode == "status":
+        if self.options.mode is Mode.STATUS:
             for cert in self.certificates:
                 self._look(cert)
         elif self.options.dry_run:
@@ -141,7 +137,9 @@ class DeviceRun:
         self._collect_all()
         if self.options.stopping():
             for cert in self.certificates:
-                if cert.committing and cert.result.outcome is not Outcome.INTERRUPTED:
+                # A failure or a wait at SCM says more than "interrupted" would.
+                if cert.committing and cert.result.outcome not in (
+                        Outcome.INTERRUPTED, Outcome.FAILED, Outcome.PENDING):
                     cert.result.interrupt(self._uncommitted(cert))
             return
         # Step 5: one commit for the device.
@@ -163,10 +161,10 @@ class DeviceRun:
         return Situation(
             profile=cert.profile, state=cert.state, view=self.device.view,
             now=self.options.now(), mode=self.options.mode, force=self.options.force,
-            adopt=self.options.adopt, lookup=self.desk.can_look_up,
+            adopt=None if cert.adopted else self.options.adopt, lookup=self.desk.can_look_up,
             ids=self.store.read_ids(cert.profile.name), device=self.device.name,
             commit_text=self.device.commit_text(), collected=cert.chain is not None,
-            kept=frozenset(cert.kept), made_now=cert.made_now)
+            kept=frozenset(cert.kept), made_now=cert.made_now, rejected_now=cert.rejected_now)
 
     def _decide(self, cert: Certificate, first: bool = False) -> Decision:
         """Decide, and keep the result's description in step (on the first decision of the
@@ -189,25 +187,25 @@ class DeviceRun:
         return decision
 
     def _look(self, cert: Certificate) -> None:
-        """`status`: the certificate's condition, from the one read and the state file."""
-        decision = self._decide(cert, first=True)
-        state = cert.state
-        cert.result.object = state.object or cert.profile.object_name
+        """`status`: the certificate's condition, from the one read and the state file. It
+        does nothing, so its action stays `none`; only a pending or refused order is told."""
+        self._decide(cert, first=True)
+        state, result = cert.state, cert.result
+        result.object, result.action, result.message = \
+            state.object or cert.profile.object_name, Action.NONE, ""
         if state.pending:
-            cert.result.message = pending_text(cert.profile, state.pending)
+            result.message = pending_text(cert.profile, state.pending)
         elif state.rejected:
-            cert.result.state = State.ERROR
-            cert.result.message = f"the last {rejected_order(state.rejected)} " \
-                                  f"{state.rejected.get('reason')}; fix the cause, then: " \
-                                  f"paloaltoagent.py renew {cert.profile.name} --force"
-        elif decision.condition.state is State.OK:
-            cert.result.message = "up to date"
+            result.state = State.ERROR
+            result.message = f"the last {rejected_order(state.rejected)} " \
+                             f"{state.rejected.get('reason')}; fix the cause, then: " \
+                             f"paloaltoagent.py renew {cert.profile.name} --force"
 
     def _plan(self, cert: Certificate) -> None:
         """`--dry-run`: the decision's steps, printed instead of taken."""
         decision = self._decide(cert, first=True)
         cert.result.planned = list(decision.steps)
-        if decision.stop and not decision.steps:
+        if decision.stop:  # the real run would fail it too, after any steps listed
             cert.result.fail(decision.stop)
         elif decision.action is not Action.NONE:
             cert.result.outcome = Outcome.PLANNED
@@ -217,6 +215,17 @@ class DeviceRun:
     def _advance(self, cert: Certificate, first: bool = False) -> None:
         """Execute the decided steps one by one, deciding again after each, until the
         certificate waits (for SCM or the commit), is done, or fails."""
+        try:
+            self._take_steps(cert, first)
+        except Exception as exc:  # a surprise in one certificate must not stop the others
+            self._unexpected(cert, exc)
+
+    def _unexpected(self, cert: Certificate, exc: Exception) -> None:
+        log.error("%s: unexpected error", cert.profile.name, exc_info=True)
+        cert.waiting = False
+        self._failed(cert, f"unexpected error: {type(exc).__name__}: {exc}")
+
+    def _take_steps(self, cert: Certificate, first: bool) -> None:
         previous: Optional[Step] = None
         for _ in range(MAX_STEPS):
             decision = self._decide(cert, first)
@@ -231,27 +240,37 @@ class DeviceRun:
                 return
             if self.options.stopping():
                 cert.result.interrupt(self._uncommitted(cert) if cert.committing else
-                                      f"before: {step.text}")
+                                      self._not_started(cert, step))
                 return
             if step == previous:  # a step that changed nothing would repeat for ever
                 raise AssertionError(f"{cert.profile.name}: no progress at {step.text}")
             previous = step
             try:
-                self.steps.take(cert, step)
+                changed = self.steps.take(cert, step)
             except Interrupted as exc:
                 cert.result.interrupt(str(exc))
                 return
             except Rejected as exc:
-                cert.chain = None
+                # Decide again, to clean the refused request up; never to order again in
+                # this run, even with --force (the same request would be refused again).
+                cert.chain, cert.rejected_now = None, True
                 self._failed(cert, str(exc))
-                continue  # decide again: the refused request is cleaned up
+                continue
             except AgentError as exc:
                 self._failed(cert, str(exc))
                 return
+            if step.kind is StepKind.ADOPT:
+                cert.adopted = True
             cert.result.done.append(step)
-            cert.committing = cert.committing or step.kind in CHANGES_CANDIDATE
+            cert.committing = cert.committing or changed
         raise AssertionError(f"{cert.profile.name}: more than {MAX_STEPS} steps: "
                              f"{[s.kind.value for s in cert.result.done]}")
+
+    @staticmethod
+    def _not_started(cert: Certificate, step: Step) -> str:
+        if step.kind is StepKind.ORDER:
+            return f"key and CSR made in {step.object}, not ordered; the next run orders"
+        return f"before: {step.text}"
 
     def _settle(self, cert: Certificate, stop: Optional[str]) -> None:
         """The certificate waits for the commit or is done: a stop is reported as a failure
@@ -289,11 +308,14 @@ class DeviceRun:
                                                    self.device.view.anchors())
                 except Rejected as exc:
                     self._failed(cert, str(exc))
-                    cert.waiting = False
-                    self._advance(cert)  # the refused request is cleaned up
+                    cert.waiting, cert.rejected_now = False, True
+                    self._advance(cert)  # the refused request is cleaned up, not re-ordered
                     continue
                 except AgentError as exc:
                     self._failed(cert, str(exc))
+                    continue
+                except Exception as exc:  # as in _advance: the others go on
+                    self._unexpected(cert, exc)
                     continue
                 if cert.chain is None:
                     still.append(cert)
@@ -359,14 +381,17 @@ class DeviceRun:
         pending = state.pending
         if pending is not None and pending.stage is Stage.INSTALLED and not result.failed:
             assert pending.order_id
-            old = pending.replaces
-            if old and old != pending.object and old in view.certificates and \
-                    old not in state.superseded:
-                state.superseded.append(old)  # kept: a later run deletes it
+            old = pending.replaces if pending.replaces != pending.object else None
             state.object, state.cert_id, state.api = pending.object, pending.order_id, \
                 pending.api
             state.pending = None
             state.note("committed", object=state.object, cert_id=state.cert_id)
+            if old and old in view.certificates:
+                if old not in state.superseded:
+                    state.superseded.append(old)  # kept: a later run deletes it
+            elif old:  # deleted in this commit
+                log.info("%s: removed superseded %s", cert.profile.name, old)
+                state.note("removed", object=old)
             result.outcome, result.object, result.cert_id = Outcome.CHANGED, state.object, \
                 state.cert_id
             result.message = f"installed as {state.object}"
@@ -396,7 +421,7 @@ class DeviceRun:
         """A warning a person must act on; with `once`, only the first time this state
         directory sees `key` (later runs log it at INFO), so cron does not mail it nightly.
         Status and dry runs write nothing, so they only log it."""
-        looking = self.options.mode == "status" or self.options.dry_run
+        looking = self.options.mode is Mode.STATUS or self.options.dry_run
         if once and (looking or not self.store.first_notice(key)):
             log.info("%s", message)
         else:
@@ -406,7 +431,7 @@ class DeviceRun:
 def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
     """Steps 2-6 for the selected certificate profiles (all when `names` is empty), on up to
     max_parallel_firewalls devices at once; a slow or dead device holds up only its own
-    thread (and only up to its timeouts). With mode "status" or a dry run, only reads."""
+    thread (and only up to its timeouts). With Mode.STATUS or a dry run, only reads."""
     report = Report([])
     started = time.monotonic()
     profiles = [config.certificates[n] for n in dict.fromkeys(names)] if names else \
@@ -452,7 +477,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="firewall") as pool:
             return list(pool.map(one_device, by_device))
 
-    if options.mode == "status" or options.dry_run:
+    if options.mode is Mode.STATUS or options.dry_run:
         batches = all_devices()  # read only: no need to keep other runs out
     else:
         with store.lock():

@@ -22,6 +22,7 @@ from cryptography import x509
 from . import certs
 from .errors import AgentError, Interrupted, OrderRejected, ScmError, VerificationError
 from .plan import rejected_order
+from .results import Action
 from .scm import RENEW_REFUSED_CODES, ClassicClient, ScmClient, make_client, make_lookup
 from .settings import CertificateProfile, ScmSettings
 from .state import CertState, Stage, StateStore, now_iso
@@ -134,7 +135,7 @@ class OrderDesk:
         together); enroll when SCM will not renew it."""
         pending = state.pending
         assert pending is not None and pending.csr
-        if pending.kind == "renew" and state.cert_id:
+        if pending.kind is Action.RENEW and state.cert_id:
             try:
                 order_id = client.renew(state.cert_id, pending.csr, profile)
                 log.info("%s: SCM renewal of %s ordered: id %s", profile.name, state.cert_id,
@@ -145,7 +146,7 @@ class OrderDesk:
                     raise
                 log.warning("%s: SCM will not renew %s (%s); enrolling instead", profile.name,
                             state.cert_id, exc)
-                pending.kind = "enroll"
+                pending.kind = Action.ENROLL
         order_id = client.enroll(pending.csr, profile)
         log.info("%s: SCM enrollment ordered: id %s", profile.name, order_id)
         return order_id

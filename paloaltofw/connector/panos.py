@@ -146,7 +146,7 @@ class XmlApi:
             return job.strip() if job else None  # None: "There are no changes to commit."
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def wait_job(self, job: str, timeout: float) -> Job:
+    def wait_job(self, job: str, timeout: float, what: str = "job") -> Job:
         """Poll `show jobs id` until FIN (bounded by `timeout`). `progress` is not parsed:
         after FIN it may be a timestamp (panos.md §4.3)."""
         deadline = time.monotonic() + timeout
@@ -162,13 +162,13 @@ class XmlApi:
                            element.findall("details/line")]
                 return Job(job, (element.findtext("result") or "").strip(), details, element)
             if time.monotonic() + interval > deadline:
-                raise PanosError(f"firewall {self.name}: job {job} did not finish within "
+                raise PanosError(f"firewall {self.name}: {what} {job} did not finish within "
                                  f"{timeout:.0f} s (status {status}); it may still complete "
                                  "on the device")
             self._sleep(interval)
             if self._stopping():
                 # The job goes on by itself on the device; the next run sees its outcome.
-                raise Interrupted(f"firewall {self.name}: commit job {job} still running on "
+                raise Interrupted(f"firewall {self.name}: {what} {job} still running on "
                                   "the device when the run was interrupted")
             interval = min(interval * 1.5, 5.0)
 

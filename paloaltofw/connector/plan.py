@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import certs
 from .bindings import SSL_TLS_SERVICE_PROFILE, BindingKind
 from .device import CertificateEntry, DeviceView
 from .errors import AgentError
-from .results import Action, State, Step, StepKind
+from .results import Action, Mode, State, Step, StepKind
 from .settings import CertificateProfile
 from .state import CertState, Pending, Stage
 
@@ -48,7 +48,7 @@ class Situation:
     state: CertState
     view: DeviceView
     now: dt.datetime
-    mode: str = "renew"  # enroll: only missing certificates; renew: whatever is due
+    mode: Mode = Mode.RENEW
     force: bool = False
     adopt: Optional[str] = None  # renew --adopt ID
     lookup: bool = False  # classic credentials to search SCM's orders with
@@ -58,6 +58,7 @@ class Situation:
     collected: bool = False  # this run holds the pending order's issued chain
     kept: FrozenSet[str] = frozenset()  # objects this run already found still in use
     made_now: bool = False  # the pending request was made by this run (--force keeps it)
+    rejected_now: bool = False  # this run's order was refused: --force does not order again
 
 
 @dataclass
@@ -78,25 +79,36 @@ def decide(s: Situation) -> Decision:
     condition = assess(profile, entry, s.now, installed_at(state, current))
     plan = _Plan(s, Decision(condition, object=current))
     pending = state.pending
-    if s.adopt and (pending is None or pending.stage is not Stage.ORDERING and
-                    pending.order_id != s.adopt):
+    if s.adopt and (pending is None or pending.stage is not Stage.ORDERING):
         now = pending_text(profile, pending) if pending else "nothing pending"
         return plan.stopped(f"--adopt: {profile.name} has no interrupted order to adopt "
                             f"({now})")
     # Objects left over from earlier renewals (and refused orders) wait for nothing.
     plan.clean_up([n for n in state.superseded
                    if n not in (state.object, pending.object if pending else None)])
-    freed: Optional[str] = None
+    # Names this plan deletes before it would make a new object (the real run deletes them
+    # first, then decides again: the name is free by then).
+    freed = [step.object for step in plan.decision.steps if step.kind is StepKind.DELETE]
     if pending is not None and pending.stage is Stage.GENERATED and not s.made_now:
         why = "--force" if s.force else stale_request(profile, pending)
         if why:
             plan.discard(pending.object, why)
-            freed, pending = pending.object, None
+            request = view.certificates.get(pending.object)
+            if request is not None and request.is_request and \
+                    not view.references(pending.object):
+                freed.append(pending.object)  # deleted by the discard
+            pending = None
+    elif pending is not None and pending.stage is Stage.INSTALLED and s.force and \
+            _import_lost(view, pending):
+        # The stop below advises --force: the order's key is gone with the import, so the
+        # certificate is replaced anew.
+        plan.discard(pending.object, "--force after the import was lost")
+        pending = None
     if pending is None:
         return _replace_or_leave(plan, entry, freed)
     plan.decision.object = pending.object
     plan.decision.action = {Stage.ORDERED: Action.COLLECT, Stage.INSTALLED: Action.COMMIT
-                            }.get(pending.stage, Action(pending.kind))
+                            }.get(pending.stage, pending.kind)
     if pending.stage is Stage.INSTALLED:
         return _resume_installed(plan, pending)
     if pending.stage is Stage.ORDERING and not plan.interrupted(pending):
@@ -113,10 +125,10 @@ def decide(s: Situation) -> Decision:
 
 
 def _replace_or_leave(plan: "_Plan", entry: Optional[CertificateEntry],
-                      freed: Optional[str]) -> Decision:
+                      freed: Sequence[str]) -> Decision:
     s, decision = plan.s, plan.decision
     state = s.state
-    if state.rejected and not s.force:
+    if state.rejected and (not s.force or s.rejected_now):
         return plan.stopped(f"the last {rejected_order(state.rejected)} "
                             f"{state.rejected.get('reason')}. Fix the cause, then run: "
                             f"paloaltoagent.py renew {s.profile.name} --force")
@@ -126,10 +138,13 @@ def _replace_or_leave(plan: "_Plan", entry: Optional[CertificateEntry],
             f"{decision.condition.reason}; enroll leaves it, renew replaces it"
         return plan.close()
     old = (state.object or s.profile.object_name) if entry is not None else None
-    new = new_object(s.profile, s.view, s.now, freed)
+    try:
+        new = new_object(s.profile, s.view, s.now, freed)
+    except AgentError as exc:
+        return plan.stopped(str(exc))
     decision.object, decision.action = new, Action.RENEW if state.cert_id else Action.ENROLL
     plan.generate(new, reason)
-    plan.order(new, "renew" if state.cert_id else "enroll")
+    plan.order(new, Action.RENEW if state.cert_id else Action.ENROLL)
     return plan.finish(new, old, None)
 
 
@@ -138,14 +153,21 @@ def _resume_installed(plan: "_Plan", pending: Pending) -> Decision:
     entry = plan.s.view.certificates.get(pending.object)
     if entry is not None and entry.cert is not None and entry.has_key:
         return plan.finish(pending.object, pending.replaces, pending.order_id, installed=True)
-    if entry is not None and entry.is_request:
-        # The candidate lost the import (reverted by hand): the order is issued, so
-        # collecting it again costs nothing.
+    if not _import_lost(plan.s.view, pending):
+        # The candidate lost the import (reverted by hand) but kept the request: the order
+        # is issued, so collecting it again costs nothing.
         return plan.finish(pending.object, pending.replaces, pending.order_id)
     return plan.stopped(f"the certificate imported into {pending.object} is no longer in the "
                         f"candidate configuration of {plan.s.device}, and neither is its key; "
                         f"order anew with: paloaltoagent.py renew {plan.s.profile.name} "
                         "--force")
+
+
+def _import_lost(view: DeviceView, pending: Pending) -> bool:
+    """The certificate an earlier run imported is gone from the candidate, key and all."""
+    entry = view.certificates.get(pending.object)
+    return not (entry is not None and (entry.is_request or
+                                       (entry.cert is not None and entry.has_key)))
 
 
 class _Plan:
@@ -157,8 +179,8 @@ class _Plan:
         self.needs_commit = False
         self.earlier_deletes: List[str] = []
 
-    def add(self, kind: StepKind, obj: str, text: str, **details: Any) -> None:
-        self.decision.steps.append(Step(kind, obj, text, **details))
+    def add(self, step: Step) -> None:
+        self.decision.steps.append(step)
 
     def stopped(self, message: str) -> Decision:
         self.decision.stop = message
@@ -172,7 +194,7 @@ class _Plan:
                     step.kind in (StepKind.INSTALL, StepKind.DELETE)
                     for step in self.decision.steps):
                 text += f": the earlier delete of {', '.join(self.earlier_deletes)}"
-            self.add(StepKind.COMMIT, self.s.device, text)
+            self.add(Step(StepKind.COMMIT, self.s.device, text))
         return self.decision
 
     # -- steps ------------------------------------------------------------------------------
@@ -191,51 +213,56 @@ class _Plan:
             users = [b.describe() for b in view.references(name)
                      if b.describe() not in repointed]
             if users:
-                self.add(StepKind.KEEP, name, f"keep {name}: still used by "
-                                              f"{', '.join(users)}", users=tuple(users))
+                self.add(Step(StepKind.KEEP, name,
+                              f"keep {name}: still used by {', '.join(users)}",
+                              users=tuple(users)))
             else:
-                self.add(StepKind.DELETE, name, f"delete {name}")
+                self.add(Step(StepKind.DELETE, name, f"delete {name}"))
                 self.needs_commit = True
 
     def discard(self, name: str, why: str) -> None:
-        self.add(StepKind.DISCARD, name, f"delete the unused request {name} ({why})",
-                 reason=why)
-        if name in self.s.view.certificates:
-            self.needs_commit = True
+        entry = self.s.view.certificates.get(name)
+        text = f"delete the unused request {name} ({why})" if entry is not None and \
+            entry.is_request else f"forget the pending request for {name} ({why})"
+        self.add(Step(StepKind.DISCARD, name, text, reason=why))
+        if entry is not None and entry.is_request and not self.s.view.references(name):
+            self.needs_commit = True  # steps.Steps deletes exactly such a request
 
     def generate(self, name: str, reason: str) -> None:
         profile = self.s.profile
-        self.add(StepKind.GENERATE, name, f"generate {profile.key.label} key and CSR on "
-                                          f"{self.s.device} as {name} ({reason})",
-                 reason=reason)
+        self.add(Step(StepKind.GENERATE, name,
+                      f"generate {profile.key.label} key and CSR on {self.s.device} as {name} "
+                      f"({reason})", reason=reason))
 
-    def order(self, name: str, kind: str) -> None:
+    def order(self, name: str, kind: Action) -> None:
         """Renew by the certificate's SCM id when it has one, else enroll."""
         profile, state = self.s.profile, self.s.state
-        renew_of = state.cert_id if kind == "renew" else None
+        renew_of = state.cert_id if kind is Action.RENEW else None
         what = f"renew SCM certificate {renew_of}" if renew_of else "enroll at SCM"
-        self.add(StepKind.ORDER, name, f"{what} ({profile.validation}, profile "
-                                       f"{profile.order.profile_id}) with the CSR in {name}",
-                 renew_of=renew_of)
+        self.add(Step(StepKind.ORDER, name,
+                      f"{what} ({profile.validation}, profile {profile.order.profile_id}) "
+                      f"with the CSR in {name}", renew_of=renew_of))
 
     def interrupted(self, pending: Pending) -> bool:
         """A run stopped between sending an order and recording its answer: find out whether
         the order exists before anything else; False when the run must stop here."""
         s, name = self.s, pending.object
         if s.ids and s.ids != pending.ids_before:
-            self.add(StepKind.RESUME, name, f"resume order {s.ids}, recorded in .ids by the "
-                                            "interrupted run", order_id=s.ids)
+            self.add(Step(StepKind.RESUME, name,
+                          f"resume order {s.ids}, recorded in .ids by the interrupted run",
+                          order_id=s.ids))
         elif s.adopt:
-            self.add(StepKind.ADOPT, name, f"adopt order {s.adopt} (--adopt)",
-                     order_id=s.adopt)
+            self.add(Step(StepKind.ADOPT, name, f"adopt order {s.adopt} (--adopt)",
+                          order_id=s.adopt))
         elif s.lookup:
-            self.add(StepKind.LOOKUP, name, f"search SCM's orders for {s.profile.common_name} "
-                                            "to find the interrupted order; adopt it, or order "
-                                            "if it never reached SCM" +
-                     (" (or if several are found: --force)" if s.force else ""))
+            self.add(Step(StepKind.LOOKUP, name,
+                          f"search SCM's orders for {s.profile.common_name} to find the "
+                          "interrupted order; adopt it, or order if it never reached SCM" +
+                          (" (or if several are found: --force)" if s.force else "")))
         elif s.force:
-            self.add(StepKind.REORDER, name, f"order again at SCM with the CSR already in "
-                                             f"{name} (--force after an interrupted order)")
+            self.add(Step(StepKind.REORDER, name,
+                          f"order again at SCM with the CSR already in {name} (--force after "
+                          "an interrupted order)"))
         else:
             self.stopped(
                 f"a previous run was interrupted while ordering at SCM (at {pending.since}); "
@@ -253,17 +280,19 @@ class _Plan:
         s = self.s
         if not installed:
             if not s.collected:
-                self.add(StepKind.COLLECT, new, f"collect order {order_id}" if order_id
-                         else "collect the new order", order_id=order_id)
-            self.add(StepKind.INSTALL, new, f"verify the chain; import the CA certificates "
-                                            f"not yet on {s.device} and the certificate into "
-                                            f"{new}")
+                self.add(Step(StepKind.COLLECT, new,
+                              f"collect order {order_id}" if order_id else
+                              "collect the new order", order_id=order_id))
+            self.add(Step(StepKind.INSTALL, new,
+                          f"verify the chain; import the CA certificates not yet on "
+                          f"{s.device} and the certificate into {new}"))
         repointed = []
         for kind, location in bind_targets(s.profile, s.view, new, old):
             exists = s.view.binding(kind, location) is not None
-            self.add(StepKind.BIND, new, f"point {kind.title} {location} at {new}" if exists
-                     else f"create {kind.title} {location} for {new}", binding=kind,
-                     location=location)
+            self.add(Step(StepKind.BIND, new,
+                          f"point {kind.title} {location} at {new}" if exists else
+                          f"create {kind.title} {location} for {new}",
+                          binding=kind, location=location))
             repointed.append(f"{kind.name} {location}".strip())
         self.needs_commit = True
         if old and old != new:
@@ -332,12 +361,12 @@ def _days(span: dt.timedelta) -> str:
     return "a day" if days <= 1 else f"{days:.0f} days"
 
 
-def due_reason(condition: Condition, mode: str, force: bool) -> Optional[str]:
+def due_reason(condition: Condition, mode: Mode, force: bool) -> Optional[str]:
     """Why this run must replace the certificate, or None to leave it alone: `enroll` only
     fills in missing certificates, `renew` replaces whatever needs it, --force everything."""
     if force:
         return condition.reason or "renewal forced"
-    if mode == "enroll" and condition.state is not State.MISSING:
+    if mode is Mode.ENROLL and condition.state is not State.MISSING:
         return None
     return condition.reason
 
@@ -359,11 +388,11 @@ def bind_targets(profile: CertificateProfile, view: DeviceView, new: str,
 
 
 def new_object(profile: CertificateProfile, view: DeviceView, now: dt.datetime,
-               freed: Optional[str] = None) -> str:
+               freed: Collection[str] = ()) -> str:
     """The profile's object name when it is free, else `<name>-YYYYMMDD`, then `-2`, `-3`…
     on the same day: predictable and within 63 characters (config.py keeps the base short
-    enough). `freed`: a name the run will have deleted by then."""
-    taken = {n.lower() for n in view.certificates if n != freed}
+    enough). `freed`: names the run will have deleted by then."""
+    taken = {n.lower() for n in view.certificates if n not in freed}
     if profile.object_name.lower() not in taken:
         return profile.object_name
     stem = f"{profile.object_name}-{now:%Y%m%d}"

@@ -19,6 +19,14 @@ class Word(str, Enum):
         return str(self.value)
 
 
+class Mode(Word):
+    """What the run was asked to do (the command)."""
+
+    ENROLL = "enroll"  # only certificates that are missing
+    RENEW = "renew"  # whatever is due (and finish what is pending)
+    STATUS = "status"  # only look
+
+
 class State(Word):
     """A certificate's condition when the run looked."""
 

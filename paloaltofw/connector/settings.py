@@ -19,6 +19,10 @@ VALIDATIONS = ("DV", "OV", "EV")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 APIS = ("enrollment", "classic")
 ENCRYPTION_MODES = ("none", "public-key", "symmetric")
+# Defaults that are not a dataclass field's (config.py turns them into one).
+PROFILES_DIR = "profiles"  # config.yaml's profiles_dir, relative to the file
+STATE_DIR = "state"  # config.yaml's state_dir
+HTTPS_PORT = 443  # a firewall profile's port, with host
 
 
 class Secret:

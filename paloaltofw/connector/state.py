@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Set
 
 from .errors import AgentError, ConfigError
-from .results import Word
+from .results import Action, Word
 
 VERSION = 1
 HISTORY_LIMIT = 50
@@ -63,7 +63,7 @@ class Stage(Word):
 class Pending:
     stage: Stage
     object: str
-    kind: str = "enroll"
+    kind: Action = Action.ENROLL  # ENROLL or RENEW
     api: str = ""
     order_id: Optional[str] = None
     since: str = ""
@@ -178,8 +178,9 @@ class StateStore:
                               path)
         pending = data.get("pending")
         try:
-            parsed = Pending(**dict(pending, stage=Stage(pending["stage"]))) if pending \
-                else None
+            parsed = Pending(**dict(pending, stage=Stage(pending["stage"]),
+                                    kind=Action(pending.get("kind", Action.ENROLL)))) \
+                if pending else None
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"state file has an unreadable pending order ({exc}); restore it "
                               "from backup or move it away to start this certificate afresh",

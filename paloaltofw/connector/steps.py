@@ -18,7 +18,7 @@ from .device import Device
 from .errors import AgentError, PanosError
 from .ordering import OrderDesk
 from .plan import request_spec
-from .results import Result, Step, StepKind
+from .results import Action, Result, Step, StepKind
 from .settings import CertificateProfile
 from .state import CertState, Pending, Stage, StateStore, now_iso
 
@@ -38,6 +38,8 @@ class Certificate:
     committing: bool = False  # it takes part in the device's commit
     stop: Optional[str] = None  # a failure to report once the run is over
     made_now: bool = False  # this run made the pending request
+    rejected_now: bool = False  # this run had its order refused: clean up, never order again
+    adopted: bool = False  # this run adopted the --adopt order
 
 
 class Steps:
@@ -48,12 +50,17 @@ class Steps:
         self.desk = desk
         self.store = store
 
-    def take(self, cert: Certificate, step: Step) -> None:
-        """Carry out one step of one certificate (raises what the device or SCM raised)."""
+    def take(self, cert: Certificate, step: Step) -> bool:
+        """Carry out one step of one certificate (raises what the device or SCM raised).
+        True when it changed the device's candidate configuration: the certificate then
+        takes part in the device's commit, even if its order still waits at SCM."""
         kind = step.kind
         if kind is StepKind.DISCARD:
-            self._discard(cert, step)
-        elif kind is StepKind.GENERATE:
+            return self._discard(cert, step)
+        if kind in (StepKind.INSTALL, StepKind.BIND, StepKind.DELETE):
+            self._change(cert, step)
+            return True
+        if kind is StepKind.GENERATE:
             self._generate(cert, step)
         elif kind is StepKind.ORDER:
             self._order(cert, step.object)
@@ -69,22 +76,25 @@ class Steps:
             log.warning("%s: ordering again after an interrupted attempt (--force)",
                         cert.profile.name)
             self._order(cert, step.object)
-        elif kind is StepKind.INSTALL:
-            self._install(cert, step.object)
-        elif kind is StepKind.BIND:
-            assert step.binding is not None
-            log.info("%s: %s", cert.profile.name, step.text)
-            self.device.bind(step.binding, step.location, step.object)
-        elif kind is StepKind.DELETE:
-            self._delete(cert, step.object)
         elif kind is StepKind.KEEP:
             log.warning("%s: keeping old %s, still used by %s (repoint it, and the next run "
                         "deletes it)", cert.profile.name, step.object, ", ".join(step.users))
             cert.kept.add(step.object)
         else:  # COLLECT and COMMIT are the run's, not a single certificate's
             raise AssertionError(f"not a certificate's step: {step}")
+        return False
 
-    def _discard(self, cert: Certificate, step: Step) -> None:
+    def _change(self, cert: Certificate, step: Step) -> None:
+        if step.kind is StepKind.INSTALL:
+            self._install(cert, step.object)
+        elif step.kind is StepKind.BIND:
+            assert step.binding is not None
+            log.info("%s: %s", cert.profile.name, step.text)
+            self.device.bind(step.binding, step.location, step.object)
+        else:
+            self._delete(cert, step.object)
+
+    def _discard(self, cert: Certificate, step: Step) -> bool:
         """Delete an unordered request object (a key and CSR only; nothing can use it) and
         forget it. Its deletion is committed with the rest of the run."""
         state, name, view = cert.state, step.object, self.device.view
@@ -92,7 +102,8 @@ class Steps:
                  cert.profile.name, name, step.reason)
         entry = view.certificates.get(name)
         users = view.references(name) if entry is not None else []
-        if entry is not None and entry.is_request and not users:
+        deleted = entry is not None and entry.is_request and not users
+        if deleted:
             self.device.delete(name)
             if name not in state.superseded:
                 state.superseded.append(name)  # so that the delete is committed
@@ -105,6 +116,7 @@ class Steps:
         state.note("discarded", object=name, reason=step.reason)
         state.pending = None
         self.store.save(state)
+        return deleted
 
     def _generate(self, cert: Certificate, step: Step) -> None:
         """Save the request as `generated`, then have the device make the key and CSR."""
@@ -117,7 +129,7 @@ class Steps:
             state.rejected = None
             state.pending = Pending(
                 stage=Stage.GENERATED, object=step.object,
-                kind="renew" if state.cert_id else "enroll", since=now_iso(),
+                kind=Action.RENEW if state.cert_id else Action.ENROLL, since=now_iso(),
                 replaces=current if current in self.device.view.certificates else None,
                 request=request_spec(profile))
             if step.object in state.superseded:  # a name freed earlier in this run

@@ -21,11 +21,11 @@ class Progress:
     def line(self, result: Result) -> None:
         with self.lock:
             self.done += 1
-            what = {"changed": f"{outcome_word(result)} as {result.object}",
-                    "pending": "order pending at SCM",
-                    "interrupted": result.message,
-                    "failed": "FAILED: " + result.message}.get(result.outcome,
-                                                               outcome_word(result))
+            what = {Outcome.CHANGED: f"{outcome_word(result)} as {result.object}",
+                    Outcome.PENDING: "order pending at SCM",
+                    Outcome.INTERRUPTED: result.message,
+                    Outcome.FAILED: "FAILED: " + result.message}.get(result.outcome,
+                                                                     outcome_word(result))
             self.out.write(self.redact(f"[{self.done}/{self.total}] {result.profile} on "
                                        f"{result.firewall}: {what} "
                                        f"({result.seconds:.1f} s)") + "\n")

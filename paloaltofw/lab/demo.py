@@ -20,6 +20,7 @@ from connector.bindings import SSL_TLS_SERVICE_PROFILE
 from connector.config import load_config
 from connector.device import DeviceView, parse_view
 from connector.lifecycle import RunOptions, run
+from connector.results import Mode
 from connector.text import table
 
 from .lab import SEED_PROFILE, Lab
@@ -51,7 +52,7 @@ def run_demo(out: TextIO) -> int:
             out.write(f"  firewall {lab.panos_endpoint.url}, SCM {lab.scm_endpoint.url}\n\n")
 
             out.write("1. Enroll every sample certificate profile (keys made on the firewall):\n")
-            results = run(config, [], RunOptions(mode="enroll")).results
+            results = run(config, [], RunOptions(mode=Mode.ENROLL)).results
             failed = [r for r in results if r.failed]
             running = parse_view(lab.panos.running_tree().find("shared"))
             rows: List[Tuple[str, ...]] = [("PROFILE", "OBJECT", "COMMON NAME", "KEY",
@@ -76,7 +77,7 @@ def run_demo(out: TextIO) -> int:
             old = service(running, SEED_PROFILE)
             out.write(f"2. Force a renewal of {BOUND_PROFILE}, whose certificate "
                       f"SSL/TLS service profile {SEED_PROFILE} uses:\n")
-            renewed = run(config, [BOUND_PROFILE], RunOptions(mode="renew", force=True)).results[0]
+            renewed = run(config, [BOUND_PROFILE], RunOptions(mode=Mode.RENEW, force=True)).results[0]
             if renewed.failed:
                 out.write(f"FAILED {renewed.profile}: {renewed.message}\n")
                 return 1
