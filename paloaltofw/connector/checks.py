@@ -13,12 +13,12 @@ from typing import Optional, Tuple
 from urllib.parse import urlsplit
 
 from .fields import Fields
-from .settings import RenewalWindow, TlsSettings
+from .settings import FIREWALL_NAME_LIMIT, RenewalWindow, TlsSettings
 
-# PAN-OS object names: at most 63 characters on a firewall (31 on Panorama). We allow the
-# subset every source agrees on (panos.md §3.11; peers.md §2: '*' and '_' cannot lead).
+# PAN-OS object names (the lengths are in settings.py). We allow the subset every source
+# agrees on (panos.md §3.11; peers.md §2: '*' and '_' cannot lead).
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-MAX_OBJECT_NAME = 63
+MAX_OBJECT_NAME = FIREWALL_NAME_LIMIT
 # Renewals go under `<object_name>-YYYYMMDD[-N]`, so the base must leave room for that.
 RENEWAL_SUFFIX_ROOM = 13
 # The longest renewal window, as a share of the certificate's lifetime: a longer one would
@@ -97,10 +97,11 @@ def certificate_name_problem(name: str, validation: str) -> Optional[str]:
     return None
 
 
-def check_object_name(fields: Fields, key: str, value: str, limit: int) -> None:
+def check_object_name(fields: Fields, key: str, value: str, limit: int,
+                      device_limit: int = MAX_OBJECT_NAME, where: str = "PAN-OS") -> None:
     if len(value) > limit:
         raise fields.error(key, f"'{value}' has {len(value)} characters; at most {limit} "
-                                f"(PAN-OS allows {MAX_OBJECT_NAME}, and renewals add "
+                                f"({where} allows {device_limit}, and renewals add "
                                 "'-YYYYMMDD-N')")
     if not NAME_RE.fullmatch(value):
         hint = re.sub(r"[^A-Za-z0-9_-]+", "-", value).strip("-_") or "my-certificate"

@@ -16,6 +16,7 @@ its settings dataclass (read as `FirewallProfile.timeout`, never written here ag
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
@@ -29,7 +30,7 @@ from .fields import (ENCRYPTED_MARKER, Decryptor, Fields, check_private, did_you
                      read_yaml, resolve)
 from .settings import (APIS, DIGESTS, ENCRYPTION_MODES, HTTPS_PORT, KEY_TYPES, LOG_LEVELS,
                        PROFILES_DIR, STATE_DIR, VALIDATIONS,
-                       CertificateProfile, Config, EmailSettings, EncryptionSettings,
+                       CertificateProfile, Config, DeviceKind, EmailSettings, EncryptionSettings,
                        FirewallProfile, KeySpec, LoggingSettings, NotificationSettings,
                        OrderSettings, RenewalWindow, ScmCredentials, ScmSettings, Subject,
                        WebhookSettings)
@@ -47,9 +48,16 @@ SCM_FIELDS = ("credentials_file", "credentials_label", "lookup_label", "ca_bundl
 LOGGING_FIELDS = ("level", "file", "max_bytes", "backup_count")
 ENCRYPTION_FIELDS = ("mode", "gpg_home", "gpg_binary", "recipient", "passphrase_file",
                      "passphrase_env")
-FIREWALL_FIELDS = ("url", "host", "port", "api_key", "username", "password", "admin",
+FIREWALL_FIELDS = ("type", "url", "host", "port", "api_key", "username", "password", "admin",
                    "commit_description", "verify_tls", "ca_bundle", "fingerprint", "vsys",
                    "timeout", "commit_timeout")
+# A Panorama has no vsys, and waits for its pushes' devices.
+PANORAMA_FIELDS = tuple(f for f in FIREWALL_FIELDS if f != "vsys") + ("push_timeout",)
+# A template on a Panorama, and a firewall reached through one: the Panorama entry gives the
+# connection, these only say where on it.
+TEMPLATE_FIELDS = ("type", "panorama", "template", "vsys", "template_stacks")
+VIA_FIELDS = ("type", "via", "serial", "vsys")
+DEVICE_KINDS = tuple(k.value for k in DeviceKind)
 CERTIFICATE_FIELDS = ("firewall", "object_name", "validation", "common_name",
                       "subject_alt_names", "subject", "key", "digest", "scm",
                       "renew_before_days", "renew_before", "ssl_tls_service_profiles")
@@ -65,6 +73,7 @@ EMAIL_FIELDS = ("host", "port", "starttls", "username", "password", "from", "to"
                 "timeout")
 WEBHOOK_FIELDS = ("url", "ca_bundle", "timeout")
 SERVICE_PROFILE_NAME = re.compile(r"[A-Za-z0-9][\w .()-]*")
+TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][\w .-]*")
 EMAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 MakeDecryptor = Callable[[EncryptionSettings, str], Decryptor]
@@ -250,7 +259,30 @@ def _all_firewalls(profiles_dir: str, credentials_path: str,
                 raise ConfigError(f"firewall profile '{profile.name}' is also defined in "
                                   f"{firewalls[profile.name].path}", file_path, profile.name)
             firewalls[profile.name] = profile
-    return firewalls
+    # Templates and firewalls through Panorama take their Panorama entry's connection,
+    # wherever (in which fw_*.yaml file) it is.
+    return {name: _linked(profile, firewalls) for name, profile in firewalls.items()}
+
+
+def _linked(profile: FirewallProfile, devices: Mapping[str, FirewallProfile]
+            ) -> FirewallProfile:
+    if profile.panorama is None:
+        return profile
+    key = "via" if profile.kind is DeviceKind.FIREWALL else "panorama"
+    panorama = devices.get(profile.panorama)
+    if panorama is None or panorama.kind is not DeviceKind.PANORAMA:
+        panoramas = [n for n, d in devices.items() if d.kind is DeviceKind.PANORAMA]
+        why = f"'{profile.panorama}' is not a Panorama (give its entry type: panorama)" \
+            if panorama is not None else \
+            f"no Panorama profile '{profile.panorama}' in the fw_*.yaml files" + \
+            did_you_mean(profile.panorama, panoramas)
+        raise ConfigError(why, profile.path, f"{profile.name}.{key}")
+    return dataclasses.replace(
+        profile, url=panorama.url, admin=panorama.admin, api_key=panorama.api_key,
+        username=panorama.username, password=panorama.password,
+        commit_description=panorama.commit_description, tls=panorama.tls,
+        timeout=panorama.timeout, commit_timeout=panorama.commit_timeout,
+        push_timeout=panorama.push_timeout)
 
 
 # --- firewall profiles -------------------------------------------------------------------------
@@ -267,7 +299,12 @@ def load_firewalls(path: str, decrypt: Optional[Decryptor]) -> List[FirewallProf
 
 
 def _firewall(fields: Fields, name: str) -> FirewallProfile:
-    fields.only(FIREWALL_FIELDS)
+    kind = DeviceKind(fields.choice("type", DEVICE_KINDS, DeviceKind.FIREWALL.value))
+    if kind is DeviceKind.TEMPLATE:
+        return _template(fields, name)
+    if kind is DeviceKind.FIREWALL and fields.has("via"):
+        return _via(fields, name)
+    fields.only(PANORAMA_FIELDS if kind is DeviceKind.PANORAMA else FIREWALL_FIELDS)
     base = os.path.dirname(fields.path)
     if fields.has("url") == fields.has("host"):
         raise fields.error("url", "give either url (https://host[:port]) or host")
@@ -293,20 +330,60 @@ def _firewall(fields: Fields, name: str) -> FirewallProfile:
     if not admin:
         raise fields.error("admin", "required with api_key: the administrator whose changes "
                                     "the partial commit takes")
-    vsys = fields.text("vsys")
-    if vsys == "shared":
-        vsys = None
-    if vsys is not None and not re.fullmatch(r"vsys\d{1,3}", vsys):
-        raise fields.error("vsys", f"'{vsys}' must be vsysN (or omitted for shared)")
     return FirewallProfile(
         name=name, path=fields.path, url=url, admin=admin, api_key=api_key, username=username,
         password=password,
         commit_description=fields.text("commit_description",
                                        FirewallProfile.commit_description),
-        tls=tls_settings(fields, base), vsys=vsys,
+        tls=tls_settings(fields, base), vsys=_vsys(fields),
         timeout=fields.number("timeout", FirewallProfile.timeout, minimum=1.0),
         commit_timeout=fields.number("commit_timeout", FirewallProfile.commit_timeout,
-                                     minimum=1.0))
+                                     minimum=1.0),
+        kind=kind,
+        push_timeout=fields.number("push_timeout", FirewallProfile.push_timeout, minimum=1.0))
+
+
+def _vsys(fields: Fields) -> Optional[str]:
+    vsys = fields.text("vsys")
+    if vsys == "shared":
+        return None
+    if vsys is not None and not re.fullmatch(r"vsys\d{1,3}", vsys):
+        raise fields.error("vsys", f"'{vsys}' must be vsysN (or omitted for shared)")
+    return vsys
+
+
+def _template(fields: Fields, name: str) -> FirewallProfile:
+    """A template on a Panorama: certificates under its shared (or vsys) store, pushed to the
+    template stacks that hold it (panorama-ha-bindings.md §1)."""
+    fields.only(TEMPLATE_FIELDS)
+    template = fields.required("template")
+    stacks = fields.names("template_stacks")
+    for key, value in [("template", template)] + \
+            [(f"template_stacks[{i}]", s) for i, s in enumerate(stacks)]:
+        if len(value) > MAX_OBJECT_NAME or not TEMPLATE_NAME.fullmatch(value):
+            raise fields.error(key, f"'{value}' is not a valid template name")
+    # Connection settings come from the Panorama entry (see _linked); these are placeholders
+    # no one reads before they are replaced.
+    return FirewallProfile(
+        name=name, path=fields.path, url="", admin="", kind=DeviceKind.TEMPLATE,
+        panorama=fields.required("panorama"), template=template, vsys=_vsys(fields),
+        template_stacks=tuple(stacks))
+
+
+def _via(fields: Fields, name: str) -> FirewallProfile:
+    """A firewall reached through a Panorama: every request goes to Panorama with
+    target=SERIAL (panos.md §6.1), the key and CSR stay on the firewall."""
+    fields.only(VIA_FIELDS)
+    serial = fields.data.get("serial")
+    if isinstance(serial, int) and not isinstance(serial, bool):
+        raise fields.error("serial", "write the serial number in quotes (\"007951000123456\"): "
+                                     "YAML reads a bare number and drops its leading zeros")
+    serial_text = fields.required("serial")
+    if not re.fullmatch(r"[0-9A-Za-z]{6,32}", serial_text):
+        raise fields.error("serial", f"'{serial_text}' is not a device serial number")
+    return FirewallProfile(
+        name=name, path=fields.path, url="", admin="", kind=DeviceKind.FIREWALL,
+        panorama=fields.required("via"), serial=serial_text, vsys=_vsys(fields))
 
 
 # --- SCM credentials ---------------------------------------------------------------------------
@@ -379,8 +456,10 @@ def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile],
         raise fields.error("firewall", f"no firewall profile '{firewall}' in the fw_*.yaml "
                                        f"files{did_you_mean(firewall, list(firewalls))}")
     object_name = fields.text("object_name", name)
-    check_object_name(fields, "object_name", object_name,
-                      MAX_OBJECT_NAME - RENEWAL_SUFFIX_ROOM)
+    device = firewalls[firewall]
+    limit = device.object_name_limit
+    check_object_name(fields, "object_name", object_name, limit - RENEWAL_SUFFIX_ROOM,
+                      limit, "PAN-OS" if device.kind is DeviceKind.FIREWALL else "Panorama")
     validation = fields.required_choice("validation", VALIDATIONS, upper=True)
     common_name = fields.required("common_name")
     if len(common_name) > 64:

@@ -12,13 +12,14 @@ firewall reached through Panorama are further implementations of the same method
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import ipaddress
 import logging
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape
 
 from cryptography import x509
@@ -28,7 +29,8 @@ from .bindings import (SSL_TLS_SERVICE_PROFILE, Binding, BindingKind, consumer_x
                        find_bindings)
 from .errors import AgentError, PanosError
 from .panos import Target, XmlApi
-from .settings import CertificateProfile, FirewallProfile
+from .results import DevicePush
+from .settings import CertificateProfile, DeviceKind, FirewallProfile
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +96,38 @@ class DeviceView:
                 if e.cert is not None and not e.has_key and certs.is_ca(e.cert)]
 
 
+@dataclass(frozen=True)
+class CommitOutcome:
+    """What a device's commit did: whether a commit job ran (False: nothing to commit), and
+    for a Panorama template, every managed firewall's share of the push."""
+
+    committed: bool
+    pushes: Tuple[DevicePush, ...] = ()
+
+
+class PushFailed(PanosError):
+    """The commit succeeded on Panorama, but the push did not reach every firewall."""
+
+    def __init__(self, message: str, pushes: Sequence[DevicePush]) -> None:
+        super().__init__(message)
+        self.pushes = tuple(pushes)
+
+
+class NothingMade(AgentError):
+    """The device made no key and left nothing behind: the request can be forgotten."""
+
+
 class Device(abc.ABC):
     """A certificate store and the consumers that use it, on one device (or a pair, or a
     template): the interface the workflow uses."""
 
     name: str
     view: DeviceView
+    name_limit: int  # the longest certificate object name the device takes
 
     @abc.abstractmethod
     def read(self) -> DeviceView:
-        """Read the inventory (one request); later reads come from `view`."""
+        """Read the inventory (one request, or a few); later reads come from `view`."""
 
     @abc.abstractmethod
     def generate(self, name: str, profile: CertificateProfile) -> None:
@@ -131,10 +155,10 @@ class Device(abc.ABC):
         """Delete the certificate object `name` (nothing may reference it)."""
 
     @abc.abstractmethod
-    def commit(self) -> bool:
-        """Commit the agent's own changes and wait for the result: True when a commit job
-        succeeded, False when there was nothing to commit; raises PanosError (with the
-        device's detail lines) when it failed."""
+    def commit(self) -> CommitOutcome:
+        """Commit the agent's own changes (and push them where they go) and wait for the
+        result; raises PanosError (with the device's detail lines) when it failed, PushFailed
+        when the commit took but a push did not reach every firewall."""
 
     @abc.abstractmethod
     def commit_text(self) -> str:
@@ -146,20 +170,28 @@ class Device(abc.ABC):
         during the run; each is said once per key (cron would mail it nightly otherwise)."""
 
 
-class Firewall(Device):
-    """A PAN-OS firewall's shared certificate store, or one vsys store (panos.md §3)."""
+def make_device(profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
+                shared: Optional[http.Shared] = None,
+                stopping: Callable[[], bool] = lambda: False) -> Device:
+    """The device a profile names: the one place that knows the kinds."""
+    kind = {DeviceKind.FIREWALL: Firewall, DeviceKind.PANORAMA: PanoramaOwn,
+            DeviceKind.TEMPLATE: PanoramaTemplate}[profile.kind]
+    return kind(profile, sleep=sleep, shared=shared, stopping=stopping)
 
-    def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
+
+class PanosDevice(Device):
+    """A certificate store reached through the PAN-OS XML API: everything the kinds share."""
+
+    def __init__(self, profile: FirewallProfile, target: Target, store: str,
+                 sleep: Callable[[float], None] = time.sleep,
                  shared: Optional[http.Shared] = None,
                  stopping: Callable[[], bool] = lambda: False) -> None:
         self.profile = profile
         self.name = profile.name
-        # With vsys, the CSR lands in (and imports go to) the vsys store; without, shared.
-        self.api = XmlApi(profile, Target(vsys=profile.vsys), sleep=sleep, shared=shared,
-                          stopping=stopping)
-        self.store = f"{DEVICE_XPATH}/vsys/entry[@name='{profile.vsys}']" if profile.vsys \
-            else "/config/shared"
+        self.api = XmlApi(profile, target, sleep=sleep, shared=shared, stopping=stopping)
+        self.store = store  # xpath of the store's scope: its certificates and consumers
         self.view = DeviceView()
+        self.name_limit = profile.object_name_limit
 
     def notices(self) -> List[Notice]:
         if not self.api.stale_api_key:
@@ -168,10 +200,14 @@ class Firewall(Device):
         fw = self.profile
         assert fw.api_key is not None
         digest = hashlib.sha256(fw.api_key.reveal().encode()).hexdigest()[:16]
+        where = fw.panorama or fw.name  # a linked entry uses its Panorama's key
+        own = where == fw.name
+        device = "firewall" if own and fw.kind is DeviceKind.FIREWALL else "Panorama"
         return [Notice(
-            f"stale api_key {fw.name} {digest}",
-            f"firewall {fw.name}: the firewall refuses the api_key of {fw.path} "
-            f"({fw.name}.api_key; a password change or key expiry invalidates keys), so the "
+            f"stale api_key {where} {digest}",
+            f"{fw.label}: the {device} refuses the api_key of "
+            f"{fw.path if own else 'Panorama ' + where} "
+            f"({where}.api_key; a password change or key expiry invalidates keys), so the "
             f"agent generates a key from username '{fw.username}' on every run instead. "
             "Replace api_key with a new key for that user (type=keygen), or delete api_key to "
             "always log in with username and password. (Said once for this key.)")]
@@ -188,39 +224,13 @@ class Firewall(Device):
     def generate(self, name: str, profile: CertificateProfile) -> None:
         """`request certificate generate ... signed-by external` (panos.md §3.3); the target's
         vsys places it (without one the CSR goes to shared)."""
-        parts = [f"<certificate-name>{escape(name)}</certificate-name>",
-                 f"<name>{escape(profile.common_name)}</name>"]
-        algorithm, size = ("RSA", "rsa-nbits") if profile.key.algorithm == "RSA" else \
-            ("ECDSA", "ecdsa-nbits")
-        parts.append(f"<algorithm><{algorithm}><{size}>{profile.key.bits}</{size}>"
-                     f"</{algorithm}></algorithm>")
-        parts.append(f"<digest>{profile.digest}</digest>")
-        subject = profile.subject
-        for tag, value in (("country-code", subject.country), ("state", subject.state),
-                           ("locality", subject.locality),
-                           ("organization", subject.organization), ("email", subject.email)):
-            if value:
-                parts.append(f"<{tag}>{escape(value)}</{tag}>")
-        if subject.organizational_unit:
-            parts.append("<organization-unit>" + "".join(
-                f"<member>{escape(u)}</member>" for u in subject.organizational_unit) +
-                "</organization-unit>")
-        dns = [n for n in profile.names if not _is_ip(n)]
-        ips = [n for n in profile.names if _is_ip(n)]
-        if dns:
-            parts.append("<hostname>" + "".join(f"<member>{escape(n)}</member>" for n in dns) +
-                         "</hostname>")
-        if ips:
-            parts.append("<ip>" + "".join(f"<member>{n}</member>" for n in ips) + "</ip>")
-        parts.append("<signed-by>external</signed-by><ca>no</ca>")
-        self.api.op("<request><certificate><generate>" + "".join(parts) +
-                    "</generate></certificate></request>", write=True, targeted=True)
+        self.api.op(generate_command(name, profile), write=True, targeted=True)
         self.view.certificates[name] = CertificateEntry(name, has_key=True)
 
     def export_csr(self, name: str) -> str:
         text = self.api.export("certificate", name, "pkcs10").decode("ascii", "replace")
         if "CERTIFICATE REQUEST" not in text:
-            raise PanosError(f"firewall {self.name}: export of {name} returned no CSR")
+            raise PanosError(f"{self.api.label}: export of {name} returned no CSR")
         return text
 
     def import_certificate(self, name: str, cert: x509.Certificate) -> CertificateEntry:
@@ -239,8 +249,11 @@ class Firewall(Device):
         self.view.certificates[name] = CertificateEntry(name, has_key=False, cert=cert)
 
     def read_certificate(self, name: str) -> Optional[CertificateEntry]:
-        element = self.api.get(f"{self.store}/certificate/entry[@name={_literal(name)}]")
+        element = self._entry(name)
         return parse_entry(element) if element is not None else None
+
+    def _entry(self, name: str) -> Optional[ET.Element]:
+        return self.api.get(f"{self.store}/certificate/entry[@name={_literal(name)}]")
 
     def delete(self, name: str) -> None:
         self.api.delete(f"{self.store}/certificate/entry[@name={_literal(name)}]")
@@ -260,27 +273,329 @@ class Firewall(Device):
 
     # -- commit ---------------------------------------------------------------------------
 
-    def commit(self) -> bool:
+    def commit(self) -> CommitOutcome:
+        return CommitOutcome(self._commit_own())
+
+    def _commit_own(self) -> bool:
         """Partial commit of this admin's changes (panos.md §4.1), then wait for the job."""
         admin = escape(self.profile.admin)
         job = self.api.commit(f"<commit><partial><admin><member>{admin}</member></admin>"
                               f"</partial><description>"
                               f"{escape(self.profile.commit_description)}</description>"
                               "</commit>")
+        label = self.api.label
         if job is None:
-            log.info("%s: nothing left to commit", self.name)
+            log.info("%s: nothing left to commit", label)
             return False
-        log.info("%s: commit job %s started", self.name, job)
+        log.info("%s: commit job %s started", label, job)
         result = self.api.wait_job(job, self.profile.commit_timeout, what="commit job")
         if result.result != "OK":
-            raise PanosError(f"firewall {self.name}: commit job {job} failed: "
+            raise PanosError(f"{label}: commit job {job} failed: "
                              f"{' / '.join(d for d in result.details if d) or result.result}",
                              lines=result.details)
-        log.info("%s: commit job %s succeeded", self.name, job)
+        log.info("%s: commit job %s succeeded", label, job)
         return True
 
     def commit_text(self) -> str:
         return f"commit {self.name} (partial, admin {self.profile.admin})"
+
+
+class Firewall(PanosDevice):
+    """A PAN-OS firewall's shared certificate store, or one vsys store (panos.md §3); with
+    `via`, reached through Panorama (every request carries target=SERIAL, panos.md §6.1)."""
+
+    def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
+                 shared: Optional[http.Shared] = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        # With vsys, the CSR lands in (and imports go to) the vsys store; without, shared.
+        store = f"{DEVICE_XPATH}/vsys/entry[@name='{profile.vsys}']" if profile.vsys \
+            else "/config/shared"
+        super().__init__(profile, Target(vsys=profile.vsys, serial=profile.serial), store,
+                         sleep, shared, stopping)
+
+    def commit_text(self) -> str:
+        through = f" through Panorama {self.profile.panorama}" if self.profile.serial else ""
+        return f"commit {self.name}{through} (partial, admin {self.profile.admin})"
+
+
+class PanoramaOwn(PanosDevice):
+    """Panorama's own certificates and SSL/TLS service profiles (`/config/panorama`,
+    panorama-ha-bindings.md §1.6): committed on Panorama, pushed nowhere."""
+
+    def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
+                 shared: Optional[http.Shared] = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        super().__init__(profile, Target(), "/config/panorama", sleep, shared, stopping)
+
+    def generate(self, name: str, profile: CertificateProfile) -> None:
+        # A session target left by an interrupted template operation would send the key into
+        # that template: clear it first (it is sticky per key, §1.3).
+        self.api.op(CLEAR_TARGET)
+        super().generate(name, profile)
+
+    def export_csr(self, name: str) -> str:
+        return _csr_of(self._entry(name), name, self.api.label)
+
+    def import_certificate(self, name: str, cert: x509.Certificate) -> CertificateEntry:
+        self.api.op(CLEAR_TARGET)
+        return super().import_certificate(name, cert)
+
+    def import_ca(self, name: str, cert: x509.Certificate) -> None:
+        self.api.op(CLEAR_TARGET)
+        super().import_ca(name, cert)
+
+    def commit_text(self) -> str:
+        return f"commit Panorama {self.name} (partial, admin {self.profile.admin})"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A template stack a template's certificates are pushed to, and its firewalls."""
+
+    name: str
+    devices: Tuple[Tuple[str, str], ...]  # (serial, hostname)
+
+
+class PanoramaTemplate(PanosDevice):
+    """A template's shared (or vsys) store on Panorama (panorama-ha-bindings.md §1): the key
+    and CSR are made on Panorama in the template's context, certificates are imported with
+    the template as target, and the commit on Panorama is followed by a push to every
+    template stack that holds the template (or the ones the profile names), judged device by
+    device (§2.3)."""
+
+    def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
+                 shared: Optional[http.Shared] = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        assert profile.template is not None
+        self.template = profile.template
+        self.root = f"{DEVICE_XPATH}/template/entry[@name={_literal(profile.template)}]"
+        store = f"{self.root}/config/devices/entry[@name='localhost.localdomain']/vsys/" \
+                f"entry[@name='{profile.vsys}']" if profile.vsys else f"{self.root}/config/shared"
+        # Shared-store imports name the template; a vsys store needs the session target
+        # instead, as target-tpl-vsys is ignored before PAN-OS 12.1 (§1.3, PAN-257229).
+        super().__init__(profile, Target(template=None if profile.vsys else profile.template),
+                         store, sleep, shared, stopping)
+        self.stacks: List[Stack] = []
+
+    # -- reading: the template, and where it is pushed ------------------------------------
+
+    def read(self) -> DeviceView:
+        template = self.api.get(self.root)
+        if template is None:
+            raise PanosError(f"{self.api.label}: there is no template '{self.template}' on "
+                             f"Panorama {self.profile.panorama}")
+        # One read of the whole template: it exists, and its store's scope is in it.
+        scope = template.find("config/shared")
+        if self.profile.vsys:
+            scope = next((v for v in template.findall("config/devices/entry/vsys/entry")
+                          if v.get("name") == self.profile.vsys), None)
+            if scope is None:
+                raise PanosError(f"{self.api.label}: template '{self.template}' has no "
+                                 f"{self.profile.vsys}")
+        self.view = parse_view(scope)
+        self.stacks = self._stacks()
+        return self.view
+
+    def _stacks(self) -> List[Stack]:
+        listing = self.api.get(f"{DEVICE_XPATH}/template-stack")
+        entries = listing.findall("entry") if listing is not None else []
+        holding = {e.get("name", ""): e for e in entries
+                   if self.template in [(m.text or "").strip()
+                                        for m in e.findall("templates/member")]}
+        wanted = list(self.profile.template_stacks) or list(holding)
+        for name in wanted:
+            if name not in holding:
+                known = ", ".join(holding) or "none"
+                raise PanosError(f"{self.api.label}: template stack '{name}' (in "
+                                 f"{self.name}.template_stacks) does not hold template "
+                                 f"'{self.template}' (the stacks that do: {known})")
+        serials = {name: [d.get("name", "") for d in holding[name].findall("devices/entry")]
+                   for name in wanted}
+        hostnames = self._hostnames() if any(serials.values()) else {}
+        return [Stack(name, tuple((s, hostnames.get(s, s)) for s in serials[name]))
+                for name in wanted]
+
+    def _hostnames(self) -> Dict[str, str]:
+        """Serial to hostname, for messages: `show devices all` (§1.2)."""
+        root = self.api.op("<show><devices><all/></devices></show>")
+        return {(e.findtext("serial") or e.get("name") or "").strip():
+                (e.findtext("hostname") or "").strip()
+                for e in root.findall("result/devices/entry")}
+
+    # -- certificates: in the template's context ------------------------------------------
+
+    def generate(self, name: str, profile: CertificateProfile) -> None:
+        """In the template's context: the session target, then the generate, then the target
+        reset (§1.3). Whether real Panorama makes the CSR in the template is not confirmed
+        (§1.5): where it landed is checked, and anything that landed elsewhere is removed."""
+        self.api.op(self._target_op())
+        try:
+            try:
+                self.api.op(generate_command(name, profile), write=True)
+            except PanosError as exc:
+                raise NothingMade(self._not_made(name, f"it refused: {exc}")) from None
+        finally:
+            self.api.op(CLEAR_TARGET)
+        entry = self._entry(name)
+        if entry is not None and entry.find("csr") is not None:
+            self.view.certificates[name] = CertificateEntry(name, has_key=True)
+            return
+        stray = f"/config/panorama/certificate/entry[@name={_literal(name)}]"
+        landed = self.api.get(stray) is not None
+        if landed:
+            self.api.delete(stray)
+        raise NothingMade(self._not_made(name, "it made the key in its own store, not in "
+                                               "the template; that key was deleted"
+                                         if landed else "no request appeared in the template"))
+
+    def _not_made(self, name: str, why: str) -> str:
+        return (f"Panorama {self.profile.panorama} did not make the key and CSR for {name} in "
+                f"template '{self.template}' ({why}). Nothing was ordered and nothing is left "
+                "in the template. Making a CSR in a template is not confirmed on real Panorama "
+                "(README, Panorama): instead, give each firewall of the template's stacks an "
+                f"entry with 'via: {self.profile.panorama}' and its 'serial', and a certificate "
+                "profile for each (the key is then made on that firewall)")
+
+    def _target_op(self) -> str:
+        vsys = f"<vsys>{escape(self.profile.vsys)}</vsys>" if self.profile.vsys else ""
+        return (f"<set><system><setting><target><template><name>{escape(self.template)}"
+                f"</name>{vsys}</template></target></setting></system></set>")
+
+    def export_csr(self, name: str) -> str:
+        return _csr_of(self._entry(name), name, self.api.label)
+
+    def import_certificate(self, name: str, cert: x509.Certificate) -> CertificateEntry:
+        with self._targeted():
+            return super().import_certificate(name, cert)
+
+    def import_ca(self, name: str, cert: x509.Certificate) -> None:
+        with self._targeted():
+            super().import_ca(name, cert)
+
+    @contextlib.contextmanager
+    def _targeted(self) -> Iterator[None]:
+        """A vsys store is reached through the session target (target-tpl-vsys is ignored);
+        the shared store through target-tpl, with no session state to leave behind."""
+        if not self.profile.vsys:
+            yield
+            return
+        self.api.op(self._target_op())
+        try:
+            yield
+        finally:
+            self.api.op(CLEAR_TARGET)
+
+    # -- commit, then push ------------------------------------------------------------------
+
+    def commit(self) -> CommitOutcome:
+        """Commit this admin's changes on Panorama, then push each stack (its devices get
+        Panorama's running configuration, so no other admin's pending change goes with it)
+        and require OK from every device (§2.3, §2.4). The push is made even when Panorama
+        had nothing left to commit: an earlier run's push may have failed."""
+        committed = self._commit_own()
+        pushes: List[DevicePush] = []
+        for stack in self.stacks:
+            pushes += self._push(stack)
+        if not self.stacks:
+            log.warning("%s: template '%s' is in no template stack: nothing was pushed",
+                        self.api.label, self.template)
+        failed = [p for p in pushes if not p.ok]
+        if failed:
+            raise PushFailed(
+                f"committed on Panorama {self.profile.panorama}, but the push of template "
+                f"'{self.template}' failed on {len(failed)} of {len(pushes)} firewalls: " +
+                "; ".join(f"{p.describe()}: {p.status}: {' / '.join(p.details) or p.result}"
+                          for p in failed) +
+                " (the next run pushes again; it orders nothing)", pushes)
+        return CommitOutcome(committed, tuple(pushes))
+
+    def _push(self, stack: Stack) -> List[DevicePush]:
+        label = self.api.label
+        description = escape(self.profile.commit_description)
+        job = self.api.commit(f"<commit-all><template-stack><name>{escape(stack.name)}</name>"
+                              f"<description>{description}</description></template-stack>"
+                              "</commit-all>", action="all")
+        if job is None:
+            raise PanosError(f"{label}: the push of template stack {stack.name} was not "
+                             "started (no job)")
+        log.info("%s: push of template stack %s started (job %s)", label, stack.name, job)
+        result = self.api.wait_job(job, self.profile.push_timeout, what="push job",
+                                   devices=True)
+        pushes = [_device_push(stack.name, entry)
+                  for entry in result.element.findall("devices/entry")]
+        if not pushes:
+            # A push that lists no device pushes nothing (pan-os-ansible #400).
+            log.warning("%s: the push of template stack %s reached no firewall (its device "
+                        "list is empty)", label, stack.name)
+        for push in pushes:
+            log.info("%s: push of %s to %s: %s", label, stack.name, push.describe(),
+                     push.status or push.result)
+        return pushes
+
+    def commit_text(self) -> str:
+        text = f"commit Panorama {self.profile.panorama} (partial, admin {self.profile.admin})"
+        if not self.stacks:
+            return f"{text}; template '{self.template}' is in no template stack, so no push"
+        pushes = [f"{s.name} ({', '.join(h for _, h in s.devices) or 'no firewall'})"
+                  for s in self.stacks]
+        return f"{text}, then push template stack{'s' if len(pushes) > 1 else ''} " + \
+            " and ".join(pushes)
+
+
+CLEAR_TARGET = "<set><system><setting><target><none/></target></setting></system></set>"
+
+
+def generate_command(name: str, profile: CertificateProfile) -> str:
+    """`request certificate generate ... signed-by external` for `profile` (panos.md §3.3)."""
+    parts = [f"<certificate-name>{escape(name)}</certificate-name>",
+             f"<name>{escape(profile.common_name)}</name>"]
+    algorithm, size = ("RSA", "rsa-nbits") if profile.key.algorithm == "RSA" else \
+        ("ECDSA", "ecdsa-nbits")
+    parts.append(f"<algorithm><{algorithm}><{size}>{profile.key.bits}</{size}>"
+                 f"</{algorithm}></algorithm>")
+    parts.append(f"<digest>{profile.digest}</digest>")
+    subject = profile.subject
+    for tag, value in (("country-code", subject.country), ("state", subject.state),
+                       ("locality", subject.locality),
+                       ("organization", subject.organization), ("email", subject.email)):
+        if value:
+            parts.append(f"<{tag}>{escape(value)}</{tag}>")
+    if subject.organizational_unit:
+        parts.append("<organization-unit>" + "".join(
+            f"<member>{escape(u)}</member>" for u in subject.organizational_unit) +
+            "</organization-unit>")
+    dns = [n for n in profile.names if not _is_ip(n)]
+    ips = [n for n in profile.names if _is_ip(n)]
+    if dns:
+        parts.append("<hostname>" + "".join(f"<member>{escape(n)}</member>" for n in dns) +
+                     "</hostname>")
+    if ips:
+        parts.append("<ip>" + "".join(f"<member>{n}</member>" for n in ips) + "</ip>")
+    parts.append("<signed-by>external</signed-by><ca>no</ca>")
+    return "<request><certificate><generate>" + "".join(parts) + \
+        "</generate></certificate></request>"
+
+
+def _csr_of(entry: Optional[ET.Element], name: str, label: str) -> str:
+    """A request's CSR from its entry's <csr> (panos.md §3.4: read with `get`, before the
+    commit), where an export would need a target."""
+    text = (entry.findtext("csr") or "") if entry is not None else ""
+    if "CERTIFICATE REQUEST" not in text:
+        raise PanosError(f"{label}: {name} holds no CSR")
+    return text.strip() + "\n"
+
+
+def _device_push(stack: str, entry: ET.Element) -> DevicePush:
+    """One device entry of a CommitAll job; its lines are under details/msg/errors even when
+    it succeeded (§2.3)."""
+    lines = [" ".join("".join(line.itertext()).split())
+             for line in entry.findall("details/msg/errors/line")]
+    serial = (entry.findtext("serial-no") or entry.findtext("serial") or "").strip()
+    return DevicePush(stack=stack, serial=serial,
+                      hostname=(entry.findtext("devicename") or serial).strip(),
+                      result=(entry.findtext("result") or "").strip(),
+                      status=(entry.findtext("status") or "").strip(),
+                      details=tuple(line for line in lines if line))
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -321,5 +636,6 @@ def _literal(value: str) -> str:
     return f"'{value}'" if "'" not in value else f'"{value}"'
 
 
-__all__ = ["CertificateEntry", "Device", "DeviceView", "Firewall", "SSL_TLS_SERVICE_PROFILE",
-           "parse_entry", "parse_view"]
+__all__ = ["CertificateEntry", "CommitOutcome", "Device", "DeviceView", "Firewall",
+           "NothingMade", "PanoramaOwn", "PanoramaTemplate", "PushFailed",
+           "SSL_TLS_SERVICE_PROFILE", "make_device", "parse_entry", "parse_view"]

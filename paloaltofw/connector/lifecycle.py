@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import http
-from .device import CertificateEntry, Device, Firewall
+from .device import CertificateEntry, Device, PushFailed, make_device
 from .errors import AgentError, Interrupted, PanosError
 from .ordering import OrderDesk, Rejected, ScmClients
 from .plan import Decision, Situation, decide, pending_text, rejected_order
 from .results import Action, Mode, Outcome, Report, Result, State, Step, StepKind
-from .settings import CertificateProfile, Config, ScmSettings
+from .settings import CertificateProfile, Config, DeviceKind, ScmSettings
 from .state import Stage, StateStore
 from .steps import Certificate, Steps
 
@@ -351,19 +351,29 @@ class DeviceRun:
             return
         step = Step(StepKind.COMMIT, self.device.name, self.device.commit_text())
         try:
-            if self.device.commit():
-                self.commits += 1
+            outcome = self.device.commit()
         except Interrupted as exc:
             for cert in taking_part:
                 cert.result.interrupt(f"{exc}; the next run completes it")
+            return
+        except PushFailed as exc:
+            # Committed, but not on every firewall: each certificate keeps its stage, so the
+            # next run pushes again (and orders nothing).
+            self.commits += 1
+            log.error("%s: %s", self.device.name, exc)
+            for cert in taking_part:
+                cert.result.pushes = list(exc.pushes)
+                self._failed(cert, str(exc))
             return
         except PanosError as exc:
             log.error("%s: commit failed: %s", self.device.name, exc)
             for cert in taking_part:
                 self._failed(cert, self._uncommitted(cert, exc))
             return
+        self.commits += int(outcome.committed)
         for cert in taking_part:
             cert.result.done.append(step)
+            cert.result.pushes = list(outcome.pushes)
             self._committed(cert)
 
     def _uncommitted(self, cert: Certificate, exc: Optional[Exception] = None) -> str:
@@ -441,7 +451,16 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
     by_device: Dict[str, List[CertificateProfile]] = {}
     for profile in profiles:
         by_device.setdefault(profile.firewall, []).append(profile)
-    workers = min(config.max_parallel_firewalls, len(by_device)) or 1
+    # Panorama's own store and its templates share one session target and the admin's
+    # pending changes on Panorama: they take turns, in one lane. Firewalls (also those
+    # reached through Panorama, by target=SERIAL) each have their own.
+    lanes: Dict[str, List[str]] = {}
+    for name in by_device:
+        device = config.firewalls[name]
+        lane = device.name if device.kind is DeviceKind.FIREWALL else \
+            device.panorama or device.name
+        lanes.setdefault(lane, []).append(name)
+    workers = min(config.max_parallel_firewalls, len(lanes)) or 1
     clients = ScmClients(config.scm, pool_size=workers)
     counted = threading.Lock()
     shared = http.Shared()  # TLS contexts and proxy settings, prepared once for all devices
@@ -451,8 +470,8 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
         if not firewall.tls.verify and not firewall.tls.fingerprint:
             log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
                         "connection can be intercepted", firewall.name)
-        device = Firewall(firewall, sleep=options.pause, shared=shared,
-                          stopping=options.stopping)
+        device = make_device(firewall, sleep=options.pause, shared=shared,
+                             stopping=options.stopping)
         worker = DeviceRun(device, by_device[name], store, config.scm, clients, options)
         try:
             return worker.run()
@@ -471,11 +490,14 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
             with counted:
                 report.commits += worker.commits
 
+    def one_lane(names: List[str]) -> List[Result]:
+        return [result for name in names for result in one_device(name)]
+
     def all_devices() -> List[List[Result]]:
         if workers == 1:
-            return [one_device(name) for name in by_device]
+            return [one_lane(names) for names in lanes.values()]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="firewall") as pool:
-            return list(pool.map(one_device, by_device))
+            return list(pool.map(one_lane, lanes.values()))
 
     if options.mode is Mode.STATUS or options.dry_run:
         batches = all_devices()  # read only: no need to keep other runs out

@@ -35,13 +35,23 @@ BUSY_MARKERS = ("Another commit", "commit is in progress", "Please try again lat
 
 @dataclass(frozen=True)
 class Target:
-    """Where op, import and export requests are aimed: a vsys (None: shared). Config
-    requests carry absolute xpaths and need no target."""
+    """Where requests are aimed, applied in one place. `serial`: a firewall reached through
+    Panorama, on every request (`target=SERIAL`, panos.md §6.1). `vsys` (on op, import and
+    export; None: shared) and `template` (on import: `target-tpl`, panorama-ha-bindings.md
+    §1.3). Config requests carry absolute xpaths and need nothing else."""
 
     vsys: Optional[str] = None
+    serial: Optional[str] = None
+    template: Optional[str] = None
 
     def params(self) -> Dict[str, str]:
-        return {"vsys": self.vsys} if self.vsys else {}
+        out = {"vsys": self.vsys} if self.vsys else {}
+        if self.template:
+            out["target-tpl"] = self.template  # target-tpl-vsys is ignored (PAN-257229)
+        return out
+
+    def device(self) -> Dict[str, str]:
+        return {"target": self.serial} if self.serial else {}
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class XmlApi:
                  stopping: Callable[[], bool] = lambda: False) -> None:
         self.profile = profile
         self.name = profile.name
+        self.label = profile.label
         self.target = target
         self.url = profile.url + "/api/"
         # Reads may be repeated after a lost answer; writes (a commit, a generate) may not.
@@ -119,26 +130,27 @@ class XmlApi:
                 "Content-Type", ""):
             return response.content
         root = self._parse(response)
-        raise PanosError(f"firewall {self.name}: export of {name} failed: "
+        raise PanosError(f"{self.label}: export of {name} failed: "
                          f"{' '.join(message_lines(root)) or 'no file'}")
 
-    def commit(self, cmd: str) -> Optional[str]:
-        """`type=commit`: the job id, or None when there is nothing to commit. "Another commit
-        in progress" is retried with backoff (panos.md §4.2)."""
+    def commit(self, cmd: str, action: str = "partial") -> Optional[str]:
+        """`type=commit` (`action=all`: a Panorama push): the job id, or None when there is
+        nothing to commit. "Another commit in progress" is retried with backoff (panos.md
+        §4.2)."""
         wait = BUSY_WAIT
         for attempt in range(BUSY_RETRIES + 1):
             try:
-                root = self._call({"type": "commit", "action": "partial", "cmd": cmd},
+                root = self._call({"type": "commit", "action": action, "cmd": cmd},
                                   write=True)
             except PanosError as exc:
                 busy = exc.code == "13" or any(m in str(exc) for m in BUSY_MARKERS)
                 if not busy or attempt == BUSY_RETRIES:
                     raise
-                log.info("firewall %s: another commit is running; retrying in %.0f s",
-                         self.name, wait)
+                log.info("%s: another commit is running; retrying in %.0f s",
+                         self.label, wait)
                 self._sleep(wait)
                 if self._stopping():
-                    raise Interrupted(f"firewall {self.name}: not committed (another commit "
+                    raise Interrupted(f"{self.label}: not committed (another commit "
                                       "was running when the run was interrupted)") from None
                 wait = min(wait * 2, 60)
                 continue
@@ -146,9 +158,12 @@ class XmlApi:
             return job.strip() if job else None  # None: "There are no changes to commit."
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def wait_job(self, job: str, timeout: float, what: str = "job") -> Job:
+    def wait_job(self, job: str, timeout: float, what: str = "job",
+                 devices: bool = False) -> Job:
         """Poll `show jobs id` until FIN (bounded by `timeout`). `progress` is not parsed:
-        after FIN it may be a timestamp (panos.md §4.3)."""
+        after FIN it may be a timestamp (panos.md §4.3). With `devices` (a push), also until
+        no device entry is PEND: the job reads FIN before its devices finish
+        (panorama-ha-bindings.md §2.3)."""
         deadline = time.monotonic() + timeout
         # From 0.1 s, growing by half up to 5 s: a quick job is seen quickly, a slow one
         # cheaply, and the end of a job is noticed at most a third of its time late.
@@ -157,18 +172,21 @@ class XmlApi:
             root = self.op(f"<show><jobs><id>{escape(job)}</id></jobs></show>")
             element = root.find("result/job")
             status = root.findtext("result/job/status")
-            if status == "FIN" and element is not None:
+            pending = devices and element is not None and any(
+                (d.findtext("result") or "").strip() == "PEND"
+                for d in element.findall("devices/entry"))
+            if status == "FIN" and element is not None and not pending:
                 details = [(line.text or "").strip() for line in
                            element.findall("details/line")]
                 return Job(job, (element.findtext("result") or "").strip(), details, element)
             if time.monotonic() + interval > deadline:
-                raise PanosError(f"firewall {self.name}: {what} {job} did not finish within "
+                raise PanosError(f"{self.label}: {what} {job} did not finish within "
                                  f"{timeout:.0f} s (status {status}); it may still complete "
                                  "on the device")
             self._sleep(interval)
             if self._stopping():
                 # The job goes on by itself on the device; the next run sees its outcome.
-                raise Interrupted(f"firewall {self.name}: {what} {job} still running on "
+                raise Interrupted(f"{self.label}: {what} {job} still running on "
                                   "the device when the run was interrupted")
             interval = min(interval * 1.5, 5.0)
 
@@ -178,12 +196,12 @@ class XmlApi:
         response = self._post({"type": "keygen", "user": self.profile.username,
                                "password": self.profile.password.reveal()}, auth=False)
         if response.status_code == 403:
-            raise PanosError(f"firewall {self.name}: keygen refused: invalid username or "
+            raise PanosError(f"{self.label}: keygen refused: invalid username or "
                              f"password for '{self.profile.username}'", "403")
         root = self._parse(response)
         key = root.findtext("result/key")
         if root.get("status") != "success" or not key:
-            raise PanosError(f"firewall {self.name}: keygen failed: "
+            raise PanosError(f"{self.label}: keygen failed: "
                              f"{' '.join(message_lines(root))}")
         return key.strip()
 
@@ -202,7 +220,7 @@ class XmlApi:
         if status == "success" or (code is not None and code in accept_codes):
             return root
         lines = message_lines(root)
-        raise PanosError(f"firewall {self.name}: {' '.join(lines) or 'error'}"
+        raise PanosError(f"{self.label}: {' '.join(lines) or 'error'}"
                          + (f" (code {code})" if code else ""), code, lines)
 
     def _renew_key(self) -> bool:
@@ -210,7 +228,7 @@ class XmlApi:
         a username and password are configured."""
         if not (self.profile.username and self.profile.password):
             return False
-        log.info("firewall %s: API key refused; generating a new one", self.name)
+        log.info("%s: API key refused; generating a new one", self.label)
         if self.profile.api_key and self._key == self.profile.api_key.reveal():
             self.stale_api_key = True  # the workflow tells the administrator, once
         self._key = None
@@ -224,6 +242,7 @@ class XmlApi:
             if self._key is None:
                 self._key = self.keygen()
             headers["X-PAN-KEY"] = self._key
+            params = {**params, **self.target.device()}  # keygen is Panorama's own
         session = self._writing() if write else self._reader
         try:
             if files:
@@ -232,7 +251,7 @@ class XmlApi:
             return session.post(self.url, data=params, headers=headers,
                                 timeout=self.profile.timeout)
         except requests.RequestException as exc:
-            raise PanosError(f"firewall {self.name}: "
+            raise PanosError(f"{self.label}: "
                              f"{http.describe(exc, self.profile.url)}") from None
 
     def _writing(self) -> http.Session:
@@ -244,15 +263,15 @@ class XmlApi:
     def _parse(self, response: requests.Response) -> ET.Element:
         ctype = response.headers.get("Content-Type", "")
         if "xml" not in ctype:
-            raise PanosError(f"firewall {self.name}: HTTP {response.status_code} without an "
+            raise PanosError(f"{self.label}: HTTP {response.status_code} without an "
                              f"XML API answer ({ctype or 'no content type'})")
         try:
             root: ET.Element = SafeET.fromstring(response.content)
         except Exception as exc:  # defusedxml raises several types for refused input
-            raise PanosError(f"firewall {self.name}: unreadable XML answer "
+            raise PanosError(f"{self.label}: unreadable XML answer "
                              f"({type(exc).__name__})") from None
         if response.status_code == 403:
-            raise PanosError(f"firewall {self.name}: authentication failed "
+            raise PanosError(f"{self.label}: authentication failed "
                              f"({' '.join(message_lines(root)) or 'HTTP 403'}); check api_key "
                              "or username/password", "403", message_lines(root))
         return root

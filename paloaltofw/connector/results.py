@@ -99,6 +99,30 @@ class Step:
                 "consumer": self.location or None, "text": self.text}
 
 
+@dataclass(frozen=True)
+class DevicePush:
+    """One managed firewall's share of a Panorama push (its entry in the CommitAll job)."""
+
+    stack: str
+    serial: str
+    hostname: str
+    result: str  # OK, or FAIL (Panorama's word); a device never reached is FAIL too
+    status: str = ""  # Panorama's: "commit succeeded", "not connected", ...
+    details: Tuple[str, ...] = ()  # the device's own lines
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "OK"
+
+    def describe(self) -> str:
+        return f"{self.hostname} ({self.serial})" if self.hostname != self.serial \
+            else self.serial
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"stack": self.stack, "serial": self.serial, "hostname": self.hostname,
+                "result": self.result, "status": self.status, "details": list(self.details)}
+
+
 @dataclass
 class Result:
     """What happened to one certificate profile in this run (or, in a dry run, would)."""
@@ -118,6 +142,7 @@ class Result:
     planned: List["Step"] = field(default_factory=list)  # dry run: the steps it would take
     done: List["Step"] = field(default_factory=list)  # real run: the steps it took
     ordered: bool = False  # a billable order was placed in this run
+    pushes: List[DevicePush] = field(default_factory=list)  # Panorama: per managed firewall
     seconds: float = 0.0
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -23,6 +24,10 @@ ENCRYPTION_MODES = ("none", "public-key", "symmetric")
 PROFILES_DIR = "profiles"  # config.yaml's profiles_dir, relative to the file
 STATE_DIR = "state"  # config.yaml's state_dir
 HTTPS_PORT = 443  # a firewall profile's port, with host
+# Certificate object names: at most 63 characters on a firewall, 31 on Panorama and in its
+# templates (panos.md §3.11).
+FIREWALL_NAME_LIMIT = 63
+PANORAMA_NAME_LIMIT = 31
 
 
 class Secret:
@@ -131,13 +136,26 @@ class TlsSettings:
     fingerprint: Optional[str] = None  # SHA-256 of the server certificate, lower-case hex
 
 
+class DeviceKind(str, Enum):
+    """What a device profile (`type:`) is."""
+
+    FIREWALL = "firewall"  # a firewall: directly, or through Panorama with `via`
+    PANORAMA = "panorama"  # a Panorama: its own certificates
+    TEMPLATE = "panorama-template"  # a template on a Panorama, pushed to its stacks
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 @dataclass(frozen=True)
 class FirewallProfile:
-    """One firewall (a block of a `profiles_dir/fw_*.yaml` file)."""
+    """One device (a block of a `profiles_dir/fw_*.yaml` file): a firewall, a Panorama, a
+    template on a Panorama, or a firewall reached through a Panorama. The last two have their
+    Panorama's connection settings (url, credentials, admin, TLS, timeouts)."""
 
     name: str
     path: str
-    url: str  # https://host[:port], the management interface
+    url: str  # https://host[:port], the management interface (Panorama's, when linked)
     admin: str  # whose changes the partial commit takes
     api_key: Optional[Secret] = None
     username: Optional[str] = None
@@ -147,6 +165,25 @@ class FirewallProfile:
     vsys: Optional[str] = None  # None: the shared certificate store
     timeout: float = 30.0
     commit_timeout: float = 600.0
+    kind: DeviceKind = DeviceKind.FIREWALL
+    panorama: Optional[str] = None  # a template's, or a `via` firewall's, Panorama entry
+    serial: Optional[str] = None  # a firewall through Panorama: requests carry target=SERIAL
+    template: Optional[str] = None  # a template entry: the template's name on Panorama
+    template_stacks: Tuple[str, ...] = ()  # where to push; empty: every stack holding it
+    push_timeout: float = 900.0  # a Panorama: seconds to wait for a push's devices
+
+    @property
+    def label(self) -> str:
+        """How messages name the device: `firewall X`, `Panorama X`."""
+        return f"firewall {self.name}" if self.kind is DeviceKind.FIREWALL else \
+            f"Panorama {self.panorama or self.name}" if self.kind is DeviceKind.PANORAMA \
+            else f"Panorama {self.panorama} template {self.template}"
+
+    @property
+    def object_name_limit(self) -> int:
+        """Certificate object names: 63 characters on a firewall, 31 on Panorama and in its
+        templates (panos.md §3.11)."""
+        return FIREWALL_NAME_LIMIT if self.kind is DeviceKind.FIREWALL else PANORAMA_NAME_LIMIT
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Set
 
 from . import certs
-from .device import Device
+from .device import Device, NothingMade
 from .errors import AgentError, PanosError
 from .ordering import OrderDesk
 from .plan import request_spec
@@ -138,7 +138,14 @@ class Steps:
             self.store.save(state)
         log.info("%s: generating %s key and CSR on %s as %s", profile.name, profile.key.label,
                  self.device.name, step.object)
-        self.device.generate(step.object, profile)
+        try:
+            self.device.generate(step.object, profile)
+        except NothingMade:
+            # The device made nothing and left nothing: no request is pending any more.
+            state.note("not generated", object=step.object)
+            state.pending = None
+            self.store.save(state)
+            raise
         cert.made_now = True
 
     def _order(self, cert: Certificate, name: str) -> None:
@@ -157,7 +164,7 @@ class Steps:
             fingerprint = certs.fingerprint(ca)
             if fingerprint in known:
                 continue
-            ca_name = certs.ca_object_name(ca)
+            ca_name = certs.ca_object_name(ca, self.device.name_limit)
             log.info("%s: importing CA certificate %s", profile.name, ca_name)
             self.device.import_ca(ca_name, ca)
             known[fingerprint] = ca_name

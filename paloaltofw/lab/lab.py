@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from . import pki
 from .panos import Admin, PanosService, PanosSettings
+from .panorama import PanoramaService, PanoramaSettings
 from .scm import TOKEN_PATH, ScmAccounts, ScmService, ScmSettings
 from .server import Endpoint, RequestLog, server_ssl_context
 
@@ -28,6 +29,16 @@ OTHER_ADMINS = ("admin", "alice")
 SEED_PROFILE = "GP-Portal-TLS"
 SEED_CERTIFICATE = "gp-portal-selfsigned"
 
+# With a Panorama: one template with an SSL/TLS service profile (bound to a self-signed
+# certificate in the template), in two template stacks that split the firewalls, and
+# Panorama's own web interface profile.
+TEMPLATE = "branch"
+TEMPLATE_PROFILE = "Branch-Portal-TLS"
+TEMPLATE_CERTIFICATE = "branch-selfsigned"
+STACKS = ("stack-a", "stack-b")
+PANORAMA_PROFILE = "Panorama-UI-TLS"
+PANORAMA_CERTIFICATE = "panorama-selfsigned"
+
 
 class Lab:
     """Start with `Lab(workdir).start()`; stop with `.stop()` (or use it as a context)."""
@@ -36,7 +47,10 @@ class Lab:
                  scm_port: int = 0, panos_settings: Optional[PanosSettings] = None,
                  scm_settings: Optional[ScmSettings] = None, seed: bool = True,
                  tls: Optional[pki.TlsHierarchy] = None,
-                 hierarchy: Optional[pki.ScmHierarchy] = None, firewalls: int = 1) -> None:
+                 hierarchy: Optional[pki.ScmHierarchy] = None, firewalls: int = 1,
+                 panorama: int = 0,
+                 panorama_settings: Optional[PanoramaSettings] = None) -> None:
+        """`panorama=N`: also a Panorama managing the first N firewalls (at least N are made)."""
         self.workdir = os.path.abspath(workdir)
         self.host = host
         self.control_token = secrets.token_urlsafe(16)
@@ -57,7 +71,7 @@ class Lab:
         # One process can present many firewalls, each on its own port with its own
         # configuration, keys and settings (so one can be made to fail while others work).
         self.firewalls: List[PanosService] = []
-        for number in range(1, firewalls + 1):
+        for number in range(1, max(firewalls, panorama) + 1):
             service = PanosService([Admin(n, p) for n, p in self.admin_passwords.items()],
                                    hostname=f"lab-fw-{number:02d}",
                                    serial=f"0079510{number:08d}",
@@ -72,6 +86,10 @@ class Lab:
                              "</certificate></entry>")
             self.firewalls.append(service)
         self.panos = self.firewalls[0]
+        self.panorama: Optional[PanoramaService] = None
+        if panorama:
+            self.panorama = self._make_panorama(self.firewalls[:panorama], seed,
+                                                panorama_settings or PanoramaSettings())
         self.accounts = ScmAccounts.generate()
         self.scm = ScmService(hierarchy or pki.ScmHierarchy.create(), self.tls, self.accounts,
                               order_log=self.paths["scm_orders"], settings=scm_settings)
@@ -82,10 +100,47 @@ class Lab:
             Endpoint(service, context, host, panos_port if index == 0 else 0, panos_log,
                      self.control_token) for index, service in enumerate(self.firewalls)]
         self.panos_endpoint = self.panos_endpoints[0]
+        self.panorama_endpoint: Optional[Endpoint] = None
+        if self.panorama is not None:
+            self.panorama_endpoint = Endpoint(self.panorama, context, host, 0, panos_log,
+                                              self.control_token)
         scm_context = server_ssl_context(self.paths["cert"], self.paths["key"], root_pem)
         self.scm_endpoint = Endpoint(self.scm, scm_context, host, scm_port,
                                      self.paths["scm_requests"], self.control_token)
         self.scm.public_url = self.scm_endpoint.url
+
+    def _make_panorama(self, managed: List[PanosService], seed: bool,
+                       settings: PanoramaSettings) -> PanoramaService:
+        panorama = PanoramaService([Admin(n, p) for n, p in self.admin_passwords.items()],
+                                   managed, settings=settings)
+        for firewall in managed:
+            # Template keys are sealed with Panorama's master key: the firewalls share it, as
+            # real deployments must for pushed keys to open.
+            firewall.master = panorama.master
+        if seed:
+            entry = panorama.self_signed(TEMPLATE_CERTIFICATE, "branch.example.com")
+            panorama.seed_template(TEMPLATE, (
+                f"<shared><certificate>{entry}</certificate><ssl-tls-service-profile>"
+                f"<entry name='{TEMPLATE_PROFILE}'><protocol-settings><min-version>tls1-2"
+                "</min-version><max-version>max</max-version></protocol-settings>"
+                f"<certificate>{TEMPLATE_CERTIFICATE}</certificate></entry>"
+                "</ssl-tls-service-profile></shared>"))
+            half = (len(managed) + 1) // 2
+            groups = [managed[:half], managed[half:]] if len(managed) > 1 else [managed]
+            for stack, members in zip(STACKS, groups):
+                panorama.seed_stack(stack, [TEMPLATE], [fw.serial for fw in members])
+            own = panorama.self_signed(PANORAMA_CERTIFICATE, "panorama.example.com")
+            panorama.seed("/config/panorama/certificate", own)
+            panorama.seed("/config/panorama/ssl-tls-service-profile",
+                          f"<entry name='{PANORAMA_PROFILE}'><protocol-settings><min-version>"
+                          "tls1-2</min-version><max-version>max</max-version>"
+                          f"</protocol-settings><certificate>{PANORAMA_CERTIFICATE}"
+                          "</certificate></entry>")
+            panorama.seed(f"/config/devices/entry[@name='localhost.localdomain']/deviceconfig"
+                          "/system", f"<ssl-tls-service-profile>{PANORAMA_PROFILE}"
+                                     "</ssl-tls-service-profile>")
+            panorama.push_now()
+        return panorama
 
     def start(self) -> "Lab":
         for endpoint in self.endpoints:
@@ -104,7 +159,8 @@ class Lab:
 
     @property
     def endpoints(self) -> List[Endpoint]:
-        return self.panos_endpoints + [self.scm_endpoint]
+        extra = [self.panorama_endpoint] if self.panorama_endpoint is not None else []
+        return self.panos_endpoints + extra + [self.scm_endpoint]
 
     @property
     def internal_errors(self) -> int:
@@ -133,9 +189,13 @@ class Lab:
                     "org_id": self.accounts.org_id,
                     "cert_types": {v: self.accounts.profile_for(v).id
                                    for v in ("DV", "OV", "EV")}},
-            "firewalls": [{"hostname": s.hostname, "url": e.url,
+            "firewalls": [{"hostname": s.hostname, "url": e.url, "serial": s.serial,
                            "api_key": s.api_key(AGENT_ADMIN)}
                           for s, e in zip(self.firewalls, self.panos_endpoints)],
+            "panorama": None if self.panorama is None or self.panorama_endpoint is None else {
+                "hostname": self.panorama.hostname, "url": self.panorama_endpoint.url,
+                "serial": self.panorama.serial, "managed": sorted(self.panorama.managed),
+                "template": TEMPLATE, "stacks": list(STACKS)},
             "logs": {"panos_requests": self.paths["panos_requests"],
                      "scm_requests": self.paths["scm_requests"],
                      "scm_orders": self.paths["scm_orders"]},

@@ -36,7 +36,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape as _escape
 from xml.sax.saxutils import quoteattr
 
@@ -46,7 +46,8 @@ from . import panos_certs as certs
 from . import pki
 from . import xpath as xp
 from .panos_config import (DEVICE, Change, ConfigError, ConfigStore, RawXml, apply_change,
-                           cdata, initial_config, panos_time, parse_xpath, plain, xml_safe)
+                           cdata, initial_config, panos_time, parse_xpath, plain, push_layer,
+                           validate_references, xml_safe)
 from .server import Request, Response, Service
 
 XML = "application/xml; charset=utf-8"
@@ -223,6 +224,12 @@ class PanosService(Service):
         if admin is None:
             return self._logged(Response(403, quirky("error", 403, "Invalid Credential"), XML),
                                 None, params)
+        return self._logged(self.dispatch(admin, params, files), admin, params)
+
+    def dispatch(self, admin: Admin, params: Dict[str, List[str]],
+                 files: Dict[str, Tuple[str, bytes]]) -> Response:
+        """An authenticated request (also one Panorama forwards with `target=SERIAL`)."""
+        kind = _first(params, "type")
         try:
             if kind == "config":
                 response = self._config(admin, params)
@@ -233,7 +240,7 @@ class PanosService(Service):
             elif kind == "import":
                 response = self._import(admin, params, files)
             elif kind == "export":
-                response = self._export(params)
+                response = self._export(admin, params)
             elif kind == "version":
                 response = Response(200, envelope("success", result=self._version_xml()), XML)
             elif not kind:
@@ -242,7 +249,7 @@ class PanosService(Service):
                 raise ConfigError(400, f'Illegal value for parameter "type" [{kind}].')
         except ConfigError as exc:
             response = error_response(exc)
-        return self._logged(response, admin, params)
+        return response
 
     def _logged(self, response: Response, admin: Optional[Admin],
                 params: Dict[str, List[str]]) -> Response:
@@ -326,7 +333,7 @@ class PanosService(Service):
         words = _path_words(root)
         if words[:3] == ["request", "certificate", "generate"]:
             return self._generate(admin, root.find("certificate/generate"),
-                                  _first(params, "vsys"))
+                                  self.generate_store(admin, params))
         if words[:2] == ["show", "jobs"]:
             return self._show_jobs(root.find("jobs"))
         if words == ["show", "system", "info"]:
@@ -340,6 +347,13 @@ class PanosService(Service):
         known = {"request": ["certificate"], "show": ["jobs", "system", "config"]}
         bad = words[0] if words[0] not in known else " -> ".join(words[:2])
         raise ConfigError(17, cdata(f" {bad}  is unexpected"))
+
+    # Where certificates go: the hooks a Panorama overrides (its own store, a template's).
+    def generate_store(self, admin: Admin, params: Dict[str, List[str]]) -> str:
+        return self._store_path(_first(params, "vsys"))
+
+    def import_store(self, admin: Admin, params: Dict[str, List[str]]) -> str:
+        return self._store_path(_first(params, "vsys"))
 
     def _store_path(self, vsys: Optional[str]) -> str:
         if not vsys or vsys == "shared":
@@ -364,11 +378,10 @@ class PanosService(Service):
         return None
 
     def _generate(self, admin: Admin, generate: Optional[ET.Element],
-                  vsys: Optional[str]) -> Response:
+                  store_path: str) -> Response:
         if generate is None:
             raise ConfigError(17, cdata(" request -> certificate -> generate  is missing"))
         request = certs.GenerateRequest.parse(generate)
-        store_path = self._store_path(vsys)
         if self._find_entry(store_path, request.name) is not None:
             raise ConfigError(17, cdata(f" certificate {request.name} already exists; "
                                         "generate needs a new certificate-name"))
@@ -409,7 +422,7 @@ class PanosService(Service):
         if fmt not in ("pem", "pkcs12", "der"):
             raise ConfigError(400, f'Illegal value for parameter "format" [{fmt}].')
         data = files["file"][1]
-        store_path = self._store_path(_first(params, "vsys"))
+        store_path = self.import_store(admin, params)
         passphrase = _first(params, "passphrase")
         with self.store.lock:
             existing = self._find_entry(store_path, name)
@@ -425,7 +438,7 @@ class PanosService(Service):
         return Response(200, envelope("success", result=escape(
             f"Successfully imported {name} into candidate configuration")), XML)
 
-    def _export(self, params: Dict[str, List[str]]) -> Response:
+    def _export(self, admin: Admin, params: Dict[str, List[str]]) -> Response:
         category = _first(params, "category")
         name = _first(params, "certificate-name")
         if category != "certificate":
@@ -433,7 +446,7 @@ class PanosService(Service):
                               if category else 'Parameter "category" is required')
         if not name:
             raise ConfigError(400, 'Parameter "certificate-name" is required')
-        entry = self._find_entry(self._store_path(_first(params, "vsys")), name)
+        entry = self._find_entry(self.import_store(admin, params), name)
         if entry is None:
             raise ConfigError(400, f"Certificate {name} does not exist")
         filename, content = certs.export(entry, _first(params, "format"),
@@ -462,12 +475,10 @@ class PanosService(Service):
         partial = body.find("partial")
         admins: Optional[List[str]] = None
         description = root.findtext("description") or body.findtext("description") or ""
+        excluded: Callable[[Change], bool] = lambda change: False
         if partial is not None:
             description = description or partial.findtext("description") or ""
-            for child in partial:
-                if child.tag not in ("admin", "description"):
-                    raise ConfigError(17, cdata(f" lab: partial commit scope '{child.tag}' "
-                                                "is not emulated (only <admin>)"))
+            excluded = self.partial_exclusions(partial)
             admins = [(m.text or "").strip() for m in partial.findall("admin/member")]
             if not admins:
                 raise ConfigError(17, cdata(" commit -> partial  needs <admin><member>NAME"
@@ -480,7 +491,7 @@ class PanosService(Service):
                                       "Please try again later")
             with self.store.lock:
                 changes = [c for c in self.store.pending
-                           if admins is None or c.admin in admins]
+                           if (admins is None or c.admin in admins) and not excluded(c)]
             if not changes and not force:
                 return Response(200, envelope("success", 19,
                                               msg="There are no changes to commit."), XML)
@@ -498,6 +509,14 @@ class PanosService(Service):
         return Response(200, envelope("success", 19, result=(
             f"<msg><line>Commit job enqueued with jobid {job.id}</line></msg>"
             f"<job>{job.id}</job>")), XML)
+
+    def partial_exclusions(self, partial: ET.Element) -> Callable[[Change], bool]:
+        """The scopes a partial commit may name besides the admin; a firewall here: none."""
+        for child in partial:
+            if child.tag not in ("admin", "description"):
+                raise ConfigError(17, cdata(f" lab: partial commit scope '{child.tag}' "
+                                            "is not emulated (only <admin>)"))
+        return lambda change: False
 
     def advance(self) -> None:
         """Finish commit jobs whose time has come (jobs progress as time passes)."""
@@ -623,6 +642,18 @@ class PanosService(Service):
             raise ValueError(f"no certificate named {name}")
         return f"{name}: {status}"
 
+    def receive_push(self, layer: ET.Element, source: str) -> List[str]:
+        """A Panorama push: the template layer goes into the running configuration (and the
+        candidate). The firewall's own validation problems, empty when it took the layer."""
+        with self.store.lock:
+            trial = _copy(self.store.running)
+            push_layer(trial, layer, source)
+            problems = validate_references(trial)
+            if not problems:
+                for tree in self.store.direct():
+                    push_layer(tree, layer, source)
+        return problems
+
     def seed(self, xpath: str, element: str) -> None:
         """Put configuration in place as if it had been committed long ago."""
         with self.store.lock:
@@ -630,9 +661,13 @@ class PanosService(Service):
                 apply_change(tree, Change("lab", "set", xpath, element), stamp=False)
 
     def seed_self_signed(self, name: str, common_name: str) -> None:
+        self.seed("/config/shared/certificate", self.self_signed(name, common_name))
+
+    def self_signed(self, name: str, common_name: str) -> str:
+        """A self-signed certificate entry with a key sealed by this device (XML)."""
         request = certs.GenerateRequest(name, common_name, days=3650)
         entry = certs.generate_entry(request, self.master, None)
-        self.seed("/config/shared/certificate", ET.tostring(entry, encoding="unicode"))
+        return ET.tostring(entry, encoding="unicode")
 
     def _seed_admin(self, admin: Admin) -> None:
         role = "<superuser>yes</superuser>" if admin.superuser else \

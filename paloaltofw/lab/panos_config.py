@@ -33,6 +33,8 @@ from . import xpath as xp
 
 DEVICE = "localhost.localdomain"
 MAX_NAME = 63
+# Certificate names on Panorama, its own and its templates' (panos.md §3.11).
+PANORAMA_MAX_CERTIFICATE_NAME = 31
 DIRTY_ATTRS = ("admin", "dirtyId", "time")
 
 # Containers whose entries are named objects with PAN-OS name rules (panos.md §3.11).
@@ -103,10 +105,11 @@ class Site:
 
     kind: str  # "certificate" or "ssl-tls-service-profile"
     value: str
-    scope: str  # "shared" or a vsys name: where the name is resolved
+    scope: str  # "shared", "panorama" or a vsys name: where the name is resolved
     description: str
     holder: ET.Element  # element whose text (or @name) is the reference
     attr: Optional[str] = None
+    config: Optional[ET.Element] = None  # the configuration tree the name resolves in
 
     def set_value(self, value: str) -> None:
         if self.attr:
@@ -133,16 +136,41 @@ def initial_config(hostname: str, vsys: Sequence[str]) -> ET.Element:
 
 # --- references ------------------------------------------------------------------------------
 
+def config_roots(root: ET.Element) -> Iterator[Tuple[str, ET.Element]]:
+    """The configuration trees a device holds: its own and, on Panorama, each template's and
+    template stack's (a firewall configuration in miniature, panorama-ha-bindings.md §1.1),
+    with the words a reference path in an error starts with (pan-chainguard #4:
+    `template -> T -> config -> ...`)."""
+    yield "", root
+    for device in root.findall("devices/entry"):
+        for kind in ("template", "template-stack"):
+            for entry in device.findall(f"{kind}/entry"):
+                config = entry.find("config")
+                if config is not None:
+                    yield f"{kind} -> {entry.get('name')} -> config -> ", config
+
+
 def scopes(root: ET.Element) -> Iterator[Tuple[str, ET.Element]]:
+    """The stores of one configuration tree: shared, Panorama's own, each vsys."""
     shared = root.find("shared")
     if shared is not None:
         yield "shared", shared
+    panorama = root.find("panorama")
+    if panorama is not None:
+        yield "panorama", panorama
     for device in root.findall("devices/entry"):
         for vsys in device.findall("vsys/entry"):
             yield vsys.get("name", ""), vsys
 
 
 def reference_sites(root: ET.Element) -> Iterator[Site]:
+    for prefix, config in config_roots(root):
+        for site in _sites(config, prefix):
+            site.config = config
+            yield site
+
+
+def _sites(root: ET.Element, head: str) -> Iterator[Site]:
     def text_sites(kind: str, scope: str, elements: List[ET.Element],
                    describe: str) -> Iterator[Site]:
         for element in elements:
@@ -150,9 +178,9 @@ def reference_sites(root: ET.Element) -> Iterator[Site]:
             if value:
                 yield Site(kind, value, scope, describe, element)
 
-    prefix = {"shared": ""}
+    prefix = {"shared": head, "panorama": f"{head}panorama -> "}
     for scope, node in scopes(root):
-        lead = prefix.get(scope, f"vsys -> {scope} -> ")
+        lead = prefix.get(scope, f"{head}vsys -> {scope} -> ")
         for profile in node.findall("ssl-tls-service-profile/entry"):
             yield from text_sites("certificate", scope, profile.findall("certificate"),
                                   f"{lead}ssl-tls-service-profile -> {profile.get('name')} "
@@ -180,14 +208,18 @@ def reference_sites(root: ET.Element) -> Iterator[Site]:
                                   gateway.findall("ssl-tls-service-profile"),
                                   f"{lead}global-protect-gateway -> {gateway.get('name')} -> "
                                   "ssl-tls-service-profile")
+    # The management interface's profile: on Panorama its own (/config/panorama), on a
+    # firewall or in a template the shared one.
+    system_scope = "panorama" if root.find("panorama") is not None else "shared"
     for device in root.findall("devices/entry"):
-        yield from text_sites("ssl-tls-service-profile", "shared",
+        yield from text_sites("ssl-tls-service-profile", system_scope,
                               device.findall("deviceconfig/system/ssl-tls-service-profile"),
-                              "deviceconfig -> system -> ssl-tls-service-profile")
+                              f"{head}deviceconfig -> system -> ssl-tls-service-profile")
 
 
 def find_object(root: ET.Element, kind: str, scope: str, name: str) -> Optional[ET.Element]:
-    """Resolve a name as PAN-OS does: the vsys's own object first, then shared."""
+    """Resolve a name as PAN-OS does: the vsys's own object first, then shared. `root` is the
+    configuration tree the reference sits in (a template's, on Panorama)."""
     order = [scope, "shared"] if scope != "shared" else ["shared"]
     by_scope = dict(scopes(root))
     for where in order:
@@ -204,7 +236,7 @@ def validate_references(root: ET.Element) -> List[str]:
     """Commit-time validation: the detail lines of every problem, empty when valid."""
     problems = []
     for site in reference_sites(root):
-        target = find_object(root, site.kind, site.scope, site.value)
+        target = find_object(site.config or root, site.kind, site.scope, site.value)
         if target is None:
             problems.append(f"{site.description} '{site.value}' is not a valid reference")
         elif site.kind == "certificate" and "ssl-tls-service-profile" in site.description:
@@ -222,24 +254,30 @@ def _strip_dirty(element: ET.Element) -> None:
             node.attrib.pop(attr, None)
 
 
-def _check_name(container: str, name: str) -> None:
-    if len(name) > MAX_NAME:
+def name_limit(root: ET.Element, container: str) -> int:
+    """63 characters, but 31 for a certificate on Panorama (a tree with /config/panorama)."""
+    return PANORAMA_MAX_CERTIFICATE_NAME if container == "certificate" and \
+        root.find("panorama") is not None else MAX_NAME
+
+
+def _check_name(container: str, name: str, limit: int = MAX_NAME) -> None:
+    if len(name) > limit:
         raise ConfigError(12, cdata(f" {container} -> {name}  {name} can be at most "
-                                    f"{MAX_NAME} characters, but current length: {len(name)}"))
+                                    f"{limit} characters, but current length: {len(name)}"))
     if not NAME_RE.fullmatch(name):
         raise ConfigError(12, f" {container} -> {name}  '{name}' is not a valid name: use "
                               "letters, digits, spaces, '.', '_', '-', '(' and ')', starting "
                               "with a letter or digit")
 
 
-def _check_names(element: ET.Element, parent_tag: Optional[str]) -> None:
+def _check_names(element: ET.Element, parent_tag: Optional[str], root: ET.Element) -> None:
     """Name rules for entries under named containers, and the SSL/TLS profile schema."""
     if element.tag == "entry" and parent_tag in NAMED_CONTAINERS:
-        _check_name(parent_tag, element.get("name", ""))
+        _check_name(parent_tag, element.get("name", ""), name_limit(root, parent_tag))
         if parent_tag == "ssl-tls-service-profile":
             _check_ssl_profile(element)
     for child in element:
-        _check_names(child, element.tag)
+        _check_names(child, element.tag, root)
 
 
 def _check_ssl_profile(entry: ET.Element) -> None:
@@ -325,9 +363,10 @@ def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
         if path.attribute:
             raise ConfigError(6, "Bad Xpath: cannot set an attribute")
         for child in fragment:
-            _check_names(child, path.last.tag)
+            _check_names(child, path.last.tag, root)
         if path.last.entry_name is not None and _parent_tag(root, path) in NAMED_CONTAINERS:
-            _check_name(_parent_tag(root, path) or "", path.last.entry_name)
+            container = _parent_tag(root, path) or ""
+            _check_name(container, path.last.entry_name, name_limit(root, container))
         try:
             node = xp.ensure(root, path)
         except xp.XPathError as exc:
@@ -342,7 +381,7 @@ def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
             raise ConfigError(12, f"Invalid object: edit element must be the node "
                                   f"'{path.last.tag}' the xpath names")
         new = fragment[0]
-        _check_names(new, _parent_tag(root, path))
+        _check_names(new, _parent_tag(root, path), root)
         parent_path = xp.XPath(path.steps[:-1])
         try:
             parent = xp.ensure(root, parent_path)
@@ -367,7 +406,7 @@ def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
         for site in reference_sites(root):
             if id(site.holder) in doomed:
                 continue
-            target = find_object(root, site.kind, site.scope, site.value)
+            target = find_object(site.config or root, site.kind, site.scope, site.value)
             if target is not None and id(target) in doomed:
                 blocking.setdefault(site.value, []).append(site.description)
         if blocking:
@@ -391,12 +430,12 @@ def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
         if not new_name:
             raise ConfigError(400, "Missing parameter newname")
         if parent.tag in NAMED_CONTAINERS:
-            _check_name(parent.tag, new_name)
+            _check_name(parent.tag, new_name, name_limit(root, parent.tag))
         if any(c.get("name") == new_name for c in parent if c is not node):
             raise ConfigError(12, f" {parent.tag} -> {new_name} already exists")
         # References follow a rename, as in the web interface.
         followers = [s for s in reference_sites(root)
-                     if find_object(root, s.kind, s.scope, s.value) is node]
+                     if find_object(s.config or root, s.kind, s.scope, s.value) is node]
         node.set("name", new_name)
         for site in followers:
             site.set_value(new_name)
@@ -470,3 +509,94 @@ class ConfigStore:
         """The trees, for the lab's own seeding (no change record, no stamps)."""
         return [self.candidate, self.running] if tree == "both" else \
             [self.candidate if tree == "candidate" else self.running]
+
+
+# --- templates: what Panorama pushes, and how a firewall holds it ------------------------------
+
+TEMPLATE_MARK = {"src": "tpl"}  # panos.md §2.2: template-pushed nodes carry ptpl= and src=
+
+
+def stack_config(panorama: ET.Element, stack: str) -> ET.Element:
+    """The configuration a template stack gives its firewalls: the stack's own config first,
+    then each member template's in order, the first to define a node winning (the PAN-OS
+    precedence panorama-ha-bindings.md §1.1 names; the lab's choice, open question 6)."""
+    base = f"devices/entry[@name='{DEVICE}']"
+    merged = ET.Element("config")
+    entry = next((e for e in panorama.findall(f"{base}/template-stack/entry")
+                  if e.get("name") == stack), None)
+    if entry is None:
+        return merged
+    sources = [entry.find("config")]
+    for member in entry.findall("templates/member"):
+        template = next((t for t in panorama.findall(f"{base}/template/entry")
+                         if t.get("name") == (member.text or "").strip()), None)
+        sources.append(template.find("config") if template is not None else None)
+    for source in sources:
+        if source is not None:
+            _fill(merged, source)
+    _strip_dirty(merged)
+    return merged
+
+
+def _fill(target: ET.Element, source: ET.Element) -> None:
+    """Add what `target` lacks from `source` (entries by name, lists by value)."""
+    for child in source:
+        if child.tag == "entry":
+            existing = next((e for e in target.findall("entry")
+                             if e.get("name") == child.get("name")), None)
+        elif child.tag == "member":
+            if not any((m.text or "") == (child.text or "") for m in target.findall("member")):
+                target.append(copy.deepcopy(child))
+            continue
+        else:
+            existing = target.find(child.tag)
+        if existing is None:
+            target.append(copy.deepcopy(child))
+        elif len(child):
+            _fill(existing, child)
+
+
+def push_layer(root: ET.Element, layer: ET.Element, source: str) -> None:
+    """Put a pushed template configuration into a firewall's tree: what an earlier push put
+    there goes, the new layer comes in marked `ptpl=SOURCE src=tpl`, and the firewall's own
+    (local) nodes win over the template's (the lab's choice, open question 6)."""
+    _drop_marked(root)
+    _overlay(root, layer, source)
+
+
+def _drop_marked(node: ET.Element) -> None:
+    for child in list(node):
+        if child.get("src") == "tpl":
+            node.remove(child)
+        else:
+            _drop_marked(child)
+
+
+def _overlay(target: ET.Element, layer: ET.Element, source: str) -> None:
+    for child in layer:
+        if child.tag == "member":
+            if not any((m.text or "") == (child.text or "") for m in target.findall("member")):
+                target.append(_marked(child, source))
+            continue
+        if child.tag == "entry":
+            existing = next((e for e in target.findall("entry")
+                             if e.get("name") == child.get("name")), None)
+        else:
+            existing = target.find(child.tag)
+        if existing is None and child.tag != "entry" and len(child):
+            # A container the firewall lacks: made unmarked, so that the firewall's own
+            # entries added to it later survive the next push.
+            existing = ET.SubElement(target, child.tag)
+        if existing is None:
+            target.append(_marked(child, source))
+        elif len(child) and existing.get("src") != "tpl":
+            if child.tag != "entry":
+                _overlay(existing, child, source)
+            # A local entry of the same name wins whole.
+
+
+def _marked(node: ET.Element, source: str) -> ET.Element:
+    copied = copy.deepcopy(node)
+    copied.set("ptpl", source)
+    copied.set("src", "tpl")
+    return copied

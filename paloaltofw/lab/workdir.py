@@ -13,7 +13,12 @@ from typing import Any, Dict
 
 import yaml
 
-from .lab import AGENT_ADMIN, SEED_PROFILE, Lab
+from .lab import AGENT_ADMIN, PANORAMA_PROFILE, SEED_PROFILE, TEMPLATE_PROFILE, Lab
+
+# The device profiles `lab --panorama N` writes (fw_panorama.yaml).
+PANORAMA_DEVICE = "lab-panorama"
+TEMPLATE_DEVICE = "lab-template"
+PANORAMA_CERTIFICATE_PROFILES = ("branch-portal", "panorama-ui", "remote-portal")
 
 HEADER = ("# Written by `paloaltoagent.py lab`: wired to the running lab, with the lab's\n"
           "# (throw-away) credentials. Edit freely; see the README for every field.\n")
@@ -101,8 +106,41 @@ def write_workdir(lab: Lab, directory: str, api: str = "enrollment") -> str:
                                "ca_bundle": info["ca_bundle"]}
         for firewall in info["firewalls"]}, secret=True)
     types = scm["cert_types"]
-    for name, profile in CERTIFICATE_PROFILES.items():
+    samples = dict(CERTIFICATE_PROFILES)
+    if info["panorama"] is not None:
+        samples.update(_write_panorama(lab, info, profiles))
+    for name, profile in samples.items():
         data = dict(profile)
         data["scm"] = dict(profile["scm"], profile_id=types[profile["validation"]])
         _write(os.path.join(profiles, f"{name}.yaml"), data)
     return os.path.join(directory, "config.yaml")
+
+
+def _write_panorama(lab: Lab, info: Dict[str, Any], profiles: str) -> Dict[str, Any]:
+    """The three Panorama targets (README, Panorama): Panorama itself, its template, and the
+    last managed firewall reached through it. Returns their certificate profiles."""
+    panorama = info["panorama"]
+    remote = next(f for f in info["firewalls"] if f["serial"] == panorama["managed"][-1])
+    remote_device = f"{remote['hostname']}-via-panorama"
+    _write(os.path.join(profiles, "fw_panorama.yaml"), {
+        PANORAMA_DEVICE: {"type": "panorama", "url": panorama["url"],
+                          "username": AGENT_ADMIN, "password": info["panos"]["password"],
+                          "admin": AGENT_ADMIN,
+                          "commit_description": "Certificates by paloaltoagent (lab)",
+                          "ca_bundle": info["ca_bundle"]},
+        TEMPLATE_DEVICE: {"type": "panorama-template", "panorama": PANORAMA_DEVICE,
+                          "template": panorama["template"]},
+        remote_device: {"via": PANORAMA_DEVICE, "serial": remote["serial"]},
+    }, secret=True)
+    dv = {"validation": "DV", "key": "RSA-2048", "scm": {"term": 90}}
+    return {
+        "branch-portal": dict(dv, firewall=TEMPLATE_DEVICE, object_name="branch-portal",
+                              common_name="branch.example.com",
+                              ssl_tls_service_profiles=[TEMPLATE_PROFILE]),
+        "panorama-ui": dict(dv, firewall=PANORAMA_DEVICE, object_name="panorama-ui",
+                            common_name="panorama.example.com",
+                            ssl_tls_service_profiles=[PANORAMA_PROFILE]),
+        "remote-portal": dict(dv, firewall=remote_device, object_name="remote-portal",
+                              common_name="remote.example.com",
+                              ssl_tls_service_profiles=[SEED_PROFILE]),
+    }
