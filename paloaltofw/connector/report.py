@@ -12,10 +12,11 @@ import os
 import socket
 from typing import Any, Dict, List, Optional
 
-from .results import Outcome, Report, Result, State
+from .results import DevicePush, Outcome, Report, Result, State
 from .state import atomic_write
 
 SCHEMA = "paloaltoagent/report/v1"
+SCHEMA_VERSION = "1.1"  # minor versions only add fields (see report.schema.json)
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.schema.json")
 
 
@@ -35,7 +36,14 @@ def certificate(result: Result, now: dt.datetime) -> Dict[str, Any]:
             "error": result.message if result.failed else None,
             "message": result.message or None, "plan": list(result.plan),
             "steps": [step.as_dict() for step in result.planned or result.done],
+            "pushes": [push.as_dict() for push in result.pushes],
             "seconds": round(result.seconds, 3)}
+
+
+def pushes(results: List[Result]) -> List[DevicePush]:
+    """Each managed firewall's share of the run's pushes, once (the certificates of one
+    template share their pushes)."""
+    return list(dict.fromkeys(p for r in results for p in r.pushes))
 
 
 def state_after(result: Result) -> State:
@@ -60,7 +68,8 @@ def document(report: Report, command: str, dry_run: bool, exit_code: int,
         ok = sum(1 for r in results if r.outcome is Outcome.OK)
         pending = sum(1 for r in results if r.outcome is Outcome.PENDING)
     return {
-        "schema": SCHEMA, "command": command, "dry_run": dry_run,
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "command": command,
+        "dry_run": dry_run,
         "host": socket.gethostname(),
         "started": report.started.replace(microsecond=0).isoformat(),
         "duration_seconds": round(report.seconds, 3), "exit_code": exit_code,
@@ -74,7 +83,8 @@ def document(report: Report, command: str, dry_run: bool, exit_code: int,
                     "attention": sum(1 for r in results if state_after(r) is not State.OK
                                      and r.outcome not in (Outcome.PLANNED,
                                                            Outcome.INTERRUPTED)),
-                    "orders": report.orders, "commits": report.commits},
+                    "orders": report.orders, "commits": report.commits,
+                    "pushes": len(pushes(results))},
         "certificates": [certificate(r, now) for r in results],
     }
 
@@ -110,6 +120,11 @@ def metrics_text(report: Report, command: str, success: bool) -> str:
            [f"paloaltoagent_certificate_state"
             f"{_labels(profile=r.profile, firewall=r.firewall, state=state)} "
             f"{1 if state_after(r) is state else 0}" for r in results for state in State])
+    metric("paloaltoagent_push_device_success", "gauge",
+           "1 if the last push of a Panorama template stack reached the firewall.",
+           [f"paloaltoagent_push_device_success"
+            f"{_labels(stack=p.stack, serial=p.serial, hostname=p.hostname)} "
+            f"{1 if p.ok else 0}" for p in pushes(results)])
     run_labels = _labels(command=command)
     for name, kind, help_text, value in (
             ("paloaltoagent_run_success", "gauge", "1 if the last run had no failure.",
