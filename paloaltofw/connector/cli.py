@@ -139,10 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="which SCM API the written config uses")
     lab.add_argument("--firewalls", type=int, default=1, metavar="N",
                      help="emulated firewalls (each on its own port; default 1)")
+    lab.add_argument("--panorama", type=int, default=0, metavar="N",
+                     help="also a Panorama managing N of the firewalls (at least N are made), "
+                          "with profiles for its template, itself and a firewall through it")
     lab.add_argument("--set", action="append", default=[], metavar="SERVICE.NAME=VALUE",
-                     help="a lab setting, e.g. panos.commit_duration=5, scm.pending_polls=2")
+                     help="a lab setting, e.g. panos.commit_duration=5, scm.pending_polls=2, "
+                          "panorama.push_fail=SERIAL")
     lab.add_argument("--fault", action="append", default=[], metavar="SERVICE:RULE",
-                     help="a fault rule, e.g. scm:kind=status,status=429,retry_after=2,count=3")
+                     help="a fault rule, e.g. scm:kind=status,status=429,retry_after=2,count=3 "
+                          "(services: panos, panorama, scm)")
     return parser
 
 

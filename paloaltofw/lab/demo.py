@@ -6,10 +6,13 @@
 2. Enroll them all with the real agent, and show what the firewall now runs.
 3. Force a renewal of the bound certificate and show the new object, the repointed service
    profile and the removal of the old object.
+4. Enroll a certificate in a Panorama template and show it on both firewalls the push reached
+   (the lab's Panorama manages the two firewalls, one per template stack).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -23,11 +26,13 @@ from connector.lifecycle import RunOptions, run
 from connector.results import Mode
 from connector.text import table
 
-from .lab import SEED_PROFILE, Lab
+from .lab import SEED_PROFILE, TEMPLATE, TEMPLATE_PROFILE, Lab
+from .panorama import PanoramaSettings
 from .panos import PanosSettings
-from .workdir import write_workdir
+from .workdir import CERTIFICATE_PROFILES, write_workdir
 
 BOUND_PROFILE = "portal-dv-rsa2048"
+TEMPLATE_CERTIFICATE = "branch-portal"
 
 
 def service(view: DeviceView, name: str) -> str:
@@ -44,15 +49,23 @@ def run_demo(out: TextIO) -> int:
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="paloaltoagent-demo-")
     try:
-        out.write("Starting the lab: an emulated PAN-OS firewall and Sectigo Certificate "
-                  "Manager on 127.0.0.1 ...\n")
-        lab = Lab(workdir, panos_settings=PanosSettings(commit_duration=0.3)).start()
+        out.write("Starting the lab: two emulated PAN-OS firewalls, a Panorama managing them "
+                  "and Sectigo Certificate Manager on 127.0.0.1 ...\n")
+        lab = Lab(workdir, panos_settings=PanosSettings(commit_duration=0.3), panorama=2,
+                  panorama_settings=PanoramaSettings(commit_duration=0.3, push_duration=0.3,
+                                                     device_push_duration=0.6)).start()
         try:
-            config = load_config(write_workdir(lab, workdir))
-            out.write(f"  firewall {lab.panos_endpoint.url}, SCM {lab.scm_endpoint.url}\n\n")
+            path = write_workdir(lab, workdir)
+            for other in ("panorama-ui", "remote-portal"):  # the README shows those
+                os.remove(os.path.join(workdir, "profiles", f"{other}.yaml"))
+            config = load_config(path)
+            assert lab.panorama_endpoint is not None
+            out.write(f"  firewall {lab.panos_endpoint.url}, Panorama "
+                      f"{lab.panorama_endpoint.url}, SCM {lab.scm_endpoint.url}\n\n")
 
             out.write("1. Enroll every sample certificate profile (keys made on the firewall):\n")
-            results = run(config, [], RunOptions(mode=Mode.ENROLL)).results
+            results = run(config, list(CERTIFICATE_PROFILES),
+                          RunOptions(mode=Mode.ENROLL)).results
             failed = [r for r in results if r.failed]
             running = parse_view(lab.panos.running_tree().find("shared"))
             rows: List[Tuple[str, ...]] = [("PROFILE", "OBJECT", "COMMON NAME", "KEY",
@@ -91,11 +104,27 @@ def run_demo(out: TextIO) -> int:
                     ("old object", f"{old}: "
                                    f"{'removed' if old not in after.certificates else 'kept'}")],
                    out)
-            placed, expected = len(lab.scm.order_log), len(results) + 1
+            out.write(f"\n3. Enroll {TEMPLATE_CERTIFICATE}, a certificate in Panorama template "
+                      f"'{TEMPLATE}' (key made on Panorama, pushed to every stack):\n")
+            pushed = run(config, [TEMPLATE_CERTIFICATE],
+                         RunOptions(mode=Mode.ENROLL)).results[0]
+            if pushed.failed:
+                out.write(f"FAILED {pushed.profile}: {pushed.message}\n")
+                return 1
+            rows = [("FIREWALL", "STACK", "PUSH", f"{TEMPLATE_PROFILE} ->", "KEY")]
+            for push in pushed.pushes:
+                firewall = next(f for f in lab.firewalls if f.serial == push.serial)
+                view = parse_view(firewall.running_tree().find("shared"))
+                bound = service(view, TEMPLATE_PROFILE)
+                entry = view.certificates.get(bound)
+                rows.append((push.hostname, push.stack, push.status or push.result, bound,
+                             "yes" if entry is not None and entry.has_key else "no"))
+            _table(rows, out)
+            placed, expected = len(lab.scm.order_log), len(results) + 2
             out.write(f"\n  SCM orders placed in total: {placed} (one per certificate, one "
                       "for the renewal)\n")
-            if placed != expected:
-                out.write(f"FAILED: expected {expected} orders\n")
+            if placed != expected or len(pushed.pushes) != 2:
+                out.write(f"FAILED: expected {expected} orders and 2 pushes\n")
                 return 1
             out.write(f"Demo finished in {time.monotonic() - started:.1f} s. Try your own "
                       "profiles: paloaltoagent.py lab --workdir DIR (see the README).\n")

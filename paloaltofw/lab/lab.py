@@ -136,7 +136,7 @@ class Lab:
                           "tls1-2</min-version><max-version>max</max-version>"
                           f"</protocol-settings><certificate>{PANORAMA_CERTIFICATE}"
                           "</certificate></entry>")
-            panorama.seed(f"/config/devices/entry[@name='localhost.localdomain']/deviceconfig"
+            panorama.seed("/config/devices/entry[@name='localhost.localdomain']/deviceconfig"
                           "/system", f"<ssl-tls-service-profile>{PANORAMA_PROFILE}"
                                      "</ssl-tls-service-profile>")
             panorama.push_now()

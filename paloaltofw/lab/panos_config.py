@@ -178,9 +178,13 @@ def _sites(root: ET.Element, head: str) -> Iterator[Site]:
             if value:
                 yield Site(kind, value, scope, describe, element)
 
-    prefix = {"shared": head, "panorama": f"{head}panorama -> "}
+    # A firewall names shared objects bare (panos.md §2.2); a template path spells the tree
+    # out (pan-chainguard #4: `template -> T -> config -> devices -> localhost.localdomain ->
+    # vsys -> V -> ...`).
+    prefix = {"shared": f"{head}shared -> " if head else "", "panorama": f"{head}panorama -> "}
+    vsys_lead = f"{head}devices -> {DEVICE} -> vsys -> " if head else "vsys -> "
     for scope, node in scopes(root):
-        lead = prefix.get(scope, f"{head}vsys -> {scope} -> ")
+        lead = prefix.get(scope, f"{vsys_lead}{scope} -> ")
         for profile in node.findall("ssl-tls-service-profile/entry"):
             yield from text_sites("certificate", scope, profile.findall("certificate"),
                                   f"{lead}ssl-tls-service-profile -> {profile.get('name')} "
