@@ -213,20 +213,29 @@ class Workdir:
 @contextlib.contextmanager
 def running_lab(directory: str, tls: pki.TlsHierarchy, scm: pki.ScmHierarchy, *,
                 firewalls: int = 1, commit_duration: float = 0.1, api: str = "enrollment",
-                keep: Optional[Iterable[str]] = None) -> Iterator[Workdir]:
-    """The one way tests start a whole lab: `firewalls` emulated firewalls and an SCM, with
-    the work directory `paloaltoagent.py lab` would write (`keep` names the sample
-    certificate profiles to leave in it; None leaves them all). The lab must end without an
-    internal error."""
+                keep: Optional[Iterable[str]] = None, panorama: int = 0,
+                panorama_settings: Any = None) -> Iterator[Workdir]:
+    """The one way tests start a whole lab: `firewalls` emulated firewalls and an SCM (and,
+    with `panorama=N`, a Panorama managing N of them), with the work directory
+    `paloaltoagent.py lab` would write (`keep` names the sample certificate profiles to leave
+    in it; None leaves them all). The lab must end without an internal error."""
     from lab.lab import Lab
+    from lab.panorama import PanoramaSettings
     from lab.panos import PanosSettings
-    from lab.workdir import CERTIFICATE_PROFILES, write_workdir
+    from lab.workdir import (CERTIFICATE_PROFILES, PANORAMA_CERTIFICATE_PROFILES,
+                             write_workdir)
     instance = Lab(directory, tls=tls, hierarchy=scm, firewalls=firewalls,
-                   panos_settings=PanosSettings(commit_duration=commit_duration)).start()
+                   panos_settings=PanosSettings(commit_duration=commit_duration),
+                   panorama=panorama,
+                   panorama_settings=panorama_settings or PanoramaSettings(
+                       commit_duration=commit_duration, push_duration=commit_duration,
+                       device_push_duration=2 * commit_duration)).start()
     try:
         work = Workdir(instance, write_workdir(instance, directory, api=api))
+        samples = set(CERTIFICATE_PROFILES) | (set(PANORAMA_CERTIFICATE_PROFILES)
+                                               if panorama else set())
         if keep is not None:
-            for name in set(CERTIFICATE_PROFILES) - set(keep):
+            for name in samples - set(keep):
                 os.remove(os.path.join(work.profiles, f"{name}.yaml"))
         yield work
     finally:

@@ -82,7 +82,7 @@ def test_interactive_refusal_exits_3_and_sends_nothing(work: Any) -> None:
     assert not os.path.exists(os.path.join(work.state, "eula-accepted.json"))
 
 
-def test_demo_runs_offline_and_shows_the_renewal() -> None:
+def test_demo_runs_offline_and_shows_the_renewal_and_the_panorama_push() -> None:
     started = time.monotonic()
     result = agent("demo")
     assert result.returncode == 0, result.stderr
@@ -90,5 +90,10 @@ def test_demo_runs_offline_and_shows_the_renewal() -> None:
     out = result.stdout
     for text in ("portal-dv-rsa2048", "intranet-ov-p384", "shop-ev-rsa4096", "RSA-4096",
                  "ECDSA-P384", "Lab Sectigo", "GP-Portal-TLS", "removed",
-                 "SCM orders placed in total: 4 "):
+                 "SCM orders placed in total: 5 "):
         assert text in out, text
+    # The template certificate, on both firewalls, from their stacks, with its key.
+    pushed = [line.split() for line in out.splitlines() if "commit succeeded" in line]
+    assert sorted((row[0], row[1], row[-2], row[-1]) for row in pushed) == [
+        ("lab-fw-01", "stack-a", "branch-portal", "yes"),
+        ("lab-fw-02", "stack-b", "branch-portal", "yes")], out

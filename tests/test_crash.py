@@ -1,5 +1,6 @@
 """Crash at every step: the real agent process is killed (SIGKILL) right after each distinct
-API call of the enroll flow and of the renew flow, then run again.
+API call of the enroll flow and of the renew flow (on a firewall, and of a Panorama template
+certificate), then run again.
 
 Every case must end with exactly one billable order per certificate (per renewal), the
 certificate installed, bound and committed, no request object left over on the firewall, no
@@ -27,6 +28,7 @@ from lab.lab import AGENT_ADMIN, SEED_PROFILE, Lab
 
 AGENT = os.path.join(AGENT_DIR, "paloaltoagent.py")
 PROFILE = "portal-dv-rsa2048"
+TEMPLATE_PROFILE_NAME = "branch-portal"  # on the Panorama template (api "panorama" below)
 
 
 class Killer:
@@ -84,6 +86,8 @@ def distinct_points(calls: List[str]) -> List[int]:
 
 
 def check_outcome(work: Workdir, expected_orders: int, case: str) -> None:
+    if work.lab.panorama is not None:
+        return check_panorama_outcome(work, expected_orders, case)
     lab = work.lab
     assert len(lab.scm.order_log) == expected_orders, (case, lab.scm.order_log)
     with open(os.path.join(work.state, f"{PROFILE}.json")) as handle:
@@ -111,10 +115,49 @@ def check_outcome(work: Workdir, expected_orders: int, case: str) -> None:
         (case, "uncommitted changes")
 
 
-# Both flows with the Enrollment API (OAuth, lookup through the classic block), and the enroll
-# flow with the classic API; the classic renewal (renewById) is covered in test_agent_faults.
-FLOWS = [("enroll", "enrollment"), ("enroll", "classic"), ("renew", "enrollment")]
-MAX_POINTS = 20
+def check_panorama_outcome(work: Workdir, expected_orders: int, case: str) -> None:
+    """The template certificate: one order, committed on Panorama with its key, the template's
+    profile pointing at it, pushed to every firewall; no request left in the template and no
+    uncommitted change of the agent's admin on Panorama."""
+    from cryptography import x509
+    from lab.lab import TEMPLATE, TEMPLATE_CERTIFICATE, TEMPLATE_PROFILE
+    lab = work.lab
+    assert lab.panorama is not None
+    assert len(lab.scm.order_log) == expected_orders, (case, lab.scm.order_log)
+    state = work.state_of(TEMPLATE_PROFILE_NAME)
+    assert state["pending"] is None and state["superseded"] == [], (case, state)
+    assert state["cert_id"] == str(lab.scm.order_log[-1]["id"]), case
+    leaf = lab.scm.orders[int(state["cert_id"])].leaf
+    shared = f"devices/entry[@name='localhost.localdomain']/template/entry[@name='{TEMPLATE}']" \
+             "/config/shared"
+    trees = [lab.panorama.running_tree().find(shared)] + \
+        [f.running_tree().find("shared") for f in lab.firewalls]
+    for tree in trees:
+        entries = {e.get("name"): e for e in tree.findall("certificate/entry")}
+        installed = entries[state["object"]]
+        assert installed.find("private-key") is not None, case
+        assert x509.load_pem_x509_certificate(
+            installed.findtext("public-key").encode()) == leaf, case
+        profile = next(p for p in tree.findall("ssl-tls-service-profile/entry")
+                       if p.get("name") == TEMPLATE_PROFILE)
+        assert profile.findtext("certificate") == state["object"], case
+        with_keys = sorted(n for n, e in entries.items() if e.find("private-key") is not None
+                           and e.get("ptpl", "x") != "" and n != "gp-portal-selfsigned")
+        assert with_keys == sorted([TEMPLATE_CERTIFICATE, state["object"]]), (case, with_keys)
+    candidate = lab.panorama.candidate_tree().find(shared)
+    assert not candidate.findall("certificate/entry/csr"), (case, "request left over")
+    assert not lab.panorama.candidate_tree().findall("panorama/certificate/entry/csr"), case
+    assert [c for c in lab.panorama.store.pending if c.admin == AGENT_ADMIN] == [], \
+        (case, "uncommitted changes")
+
+
+# Both flows with the Enrollment API (OAuth, lookup through the classic block), the enroll
+# flow with the classic API (the classic renewal, renewById, is covered in test_agent_faults),
+# and the renewal of a Panorama template certificate: its steps include all of the template's
+# enrollment (the key made in the template, the imports) and add the delete and the push.
+FLOWS = [("enroll", "enrollment"), ("enroll", "classic"), ("renew", "enrollment"),
+         ("renew", "panorama")]
+MAX_POINTS = 22
 _CALLS: Dict[Tuple[str, str], List[str]] = {}
 
 
@@ -124,12 +167,18 @@ def prepare(flow: str, api: str, directory: str, tls: Any, scm: Any) -> Iterator
     agent, in this process) and then revoked on the firewall so that a renewal is due.
     Commits finish at once, so that each commit job is polled exactly once and every run makes
     the same calls in the same order (the kill points are call numbers)."""
-    with running_lab(directory, tls, scm, api=api, commit_duration=0.0,
-                     keep=[PROFILE]) as work:
+    panorama = api == "panorama"
+    profile = TEMPLATE_PROFILE_NAME if panorama else PROFILE
+    with running_lab(directory, tls, scm, api="enrollment" if panorama else api,
+                     commit_duration=0.0, keep=[profile], panorama=3 if panorama else 0
+                     ) as work:
         if flow == "renew":
             assert work.run("enroll")[0] == 0
-            with open(os.path.join(work.state, f"{PROFILE}.json")) as handle:
-                work.lab.panos.set_certificate_status(json.load(handle)["object"], "revoked")
+            with open(os.path.join(work.state, f"{profile}.json")) as handle:
+                name = json.load(handle)["object"]
+            device = work.lab.panorama if panorama else work.lab.panos
+            assert device is not None
+            device.set_certificate_status(name, "revoked")
         yield work
 
 

@@ -1,0 +1,252 @@
+"""Panorama end to end (issue 13): the agent's real `main()` against a lab Panorama managing
+three firewalls, in two template stacks (stack-a: lab-fw-01 and lab-fw-02; stack-b:
+lab-fw-03), over HTTPS.
+
+The three targets: a certificate in template `branch` (key made on Panorama, pushed to every
+firewall of both stacks), Panorama's own certificate, and a firewall reached through
+Panorama with target=SERIAL. What each firewall holds is read from its own running
+configuration, never from the agent's report alone.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from typing import Any, Iterator, List, Optional
+
+import pytest
+import requests
+from cryptography import x509
+
+from conftest import Workdir, edit_yaml, running_lab
+from lab.lab import PANORAMA_PROFILE, STACKS, TEMPLATE, TEMPLATE_PROFILE
+
+BRANCH, OWN, REMOTE = "branch-portal", "panorama-ui", "remote-portal"
+BASE = "devices/entry[@name='localhost.localdomain']"
+TEMPLATE_SHARED = f"{BASE}/template/entry[@name='{TEMPLATE}']/config/shared"
+
+
+@pytest.fixture()
+def pano(tmp_path: Any, tls_pki: Any, scm_pki: Any) -> Iterator[Workdir]:
+    with running_lab(str(tmp_path / "pano"), tls_pki, scm_pki, panorama=3,
+                     keep=[BRANCH]) as work:
+        yield work
+
+
+def entry(root: ET.Element, store: str, name: str) -> Optional[ET.Element]:
+    return next((e for e in root.findall(f"{store}/certificate/entry") if e.get("name") == name),
+                None)
+
+
+def bound(root: ET.Element, store: str, profile: str) -> Optional[str]:
+    node = next((p for p in root.findall(f"{store}/ssl-tls-service-profile/entry")
+                 if p.get("name") == profile), None)
+    return node.findtext("certificate") if node is not None else None
+
+
+def leaf(work: Workdir, profile: str) -> x509.Certificate:
+    state = work.state_of(profile)
+    return work.lab.scm.orders[int(state["cert_id"])].leaf
+
+
+def assert_on_every_firewall(work: Workdir, name: str, stacks: Any = STACKS) -> None:
+    """Each managed firewall runs the certificate with its key, from the template, and the
+    template's SSL/TLS service profile points at it."""
+    issued = leaf(work, BRANCH)
+    for firewall in work.lab.firewalls:
+        running = firewall.running_tree()
+        found = entry(running, "shared", name)
+        assert found is not None, f"{name} not on {firewall.hostname}"
+        assert found.get("src") == "tpl" and found.get("ptpl") in stacks
+        assert found.find("private-key") is not None
+        assert x509.load_pem_x509_certificate(found.findtext("public-key").encode()) == issued
+        assert bound(running, "shared", TEMPLATE_PROFILE) == name, firewall.hostname
+
+
+def pushes(work: Workdir) -> List[dict]:
+    return [e for e in work.panos_requests()
+            if e.get("type") == "commit" and e.get("action") == "all"]
+
+
+def serial(work: Workdir, index: int) -> str:
+    return work.lab.firewalls[index].serial
+
+
+# --- the template certificate ------------------------------------------------------------------
+
+def test_a_template_certificate_reaches_every_firewall_and_renews_within_31_characters(
+        pano: Workdir) -> None:
+    code, report = pano.run_json("enroll")
+    assert code == 0, report
+    assert_on_every_firewall(pano, BRANCH)
+    assert len(pushes(pano)) == 2  # one per stack
+    # The report says, per firewall, what the push did.
+    row = report["certificates"][0]
+    assert sorted((p["hostname"], p["stack"], p["result"]) for p in row["pushes"]) == [
+        ("lab-fw-01", "stack-a", "OK"), ("lab-fw-02", "stack-a", "OK"),
+        ("lab-fw-03", "stack-b", "OK")]
+    assert report["summary"]["pushes"] == 3 and report["schema_version"] == "1.1"
+    # Panorama holds it in the template, committed.
+    panorama = pano.lab.panorama.running_tree()
+    assert entry(panorama, TEMPLATE_SHARED, BRANCH).find("private-key") is not None
+
+    code, out = pano.run("renew", BRANCH, "--force")
+    assert code == 0, out
+    renewed = pano.state_of(BRANCH)["object"]
+    assert renewed != BRANCH and len(renewed) <= 31
+    assert_on_every_firewall(pano, renewed)
+    for firewall in pano.lab.firewalls:
+        assert entry(firewall.running_tree(), "shared", BRANCH) is None, "old object kept"
+    assert entry(pano.lab.panorama.running_tree(), TEMPLATE_SHARED, BRANCH) is None
+    assert len(pano.orders()) == 2 and len(pushes(pano)) == 4
+
+    # A second run orders nothing and pushes nothing.
+    before = (len(pano.orders()), len(pushes(pano)), len(pano.commits()))
+    assert pano.run("renew")[0] == 0
+    assert (len(pano.orders()), len(pushes(pano)), len(pano.commits())) == before
+
+
+def test_the_dry_run_names_the_template_stacks_and_firewalls_a_push_reaches(
+        pano: Workdir) -> None:
+    code, out = pano.run("enroll", "--dry-run")
+    assert code == 0, out
+    assert "branch-portal on lab-template (missing)" in out
+    assert "commit Panorama lab-panorama (partial, admin certbot), then push template stacks " \
+           "stack-a (lab-fw-01, lab-fw-02) and stack-b (lab-fw-03)" in out, out
+    assert pushes(pano) == [] and pano.orders() == []
+
+
+def test_another_admins_pending_change_on_panorama_is_neither_committed_nor_pushed(
+        pano: Workdir) -> None:
+    # alice starts an SSL/TLS service profile in the same template and does not commit it.
+    answer = requests.get(pano.lab.panorama_endpoint.url + "/api/", params={
+        "type": "config", "action": "set", "key": pano.lab.panorama.api_key("alice"),
+        "xpath": f"/config/{TEMPLATE_SHARED}/ssl-tls-service-profile",
+        "element": "<entry name='Alice-TLS'><certificate>branch-selfsigned</certificate>"
+                   "</entry>"}, verify=pano.lab.paths["ca_bundle"], timeout=30)
+    assert 'status="success"' in answer.text, answer.text
+    assert pano.run("enroll")[0] == 0
+    assert_on_every_firewall(pano, BRANCH)
+    panorama = pano.lab.panorama
+    assert bound(panorama.running_tree(), TEMPLATE_SHARED, "Alice-TLS") is None
+    assert bound(panorama.candidate_tree(), TEMPLATE_SHARED, "Alice-TLS") == "branch-selfsigned"
+    for firewall in pano.lab.firewalls:
+        assert bound(firewall.running_tree(), "shared", "Alice-TLS") is None
+    commits = [e for e in pano.commits() if e.get("firewall") == "lab-panorama" and
+               e.get("action") == "partial"]
+    assert commits and all(e.get("admin") == "certbot" for e in commits)
+    assert [c.admin for c in panorama.store.pending] == ["alice"]
+
+
+def test_a_push_that_fails_on_one_firewall_fails_the_run_and_is_pushed_again_next_run(
+        pano: Workdir) -> None:
+    pano.lab.panorama.settings.push_fail = serial(pano, 1)
+    code, out = pano.run("enroll")
+    assert code == 1
+    assert f"lab-fw-02 ({serial(pano, 1)}): commit failed" in out, out
+    assert "lab: injected push failure" in out and "the next run pushes again" in out
+    for index in (0, 2):  # the others were updated
+        assert entry(pano.lab.firewalls[index].running_tree(), "shared", BRANCH) is not None
+    assert entry(pano.lab.firewalls[1].running_tree(), "shared", BRANCH) is None
+    assert pano.state_of(BRANCH)["pending"]["stage"] == "installed"
+    code, report = pano.run_json("renew")
+    assert code == 0, report
+    assert len(pano.orders()) == 1  # pushed again, not ordered again
+    assert_on_every_firewall(pano, BRANCH)
+    assert pano.state_of(BRANCH)["pending"] is None
+
+
+def test_a_disconnected_firewall_is_named_and_the_push_is_repeated_once_it_is_back(
+        pano: Workdir) -> None:
+    pano.lab.panorama.settings.disconnected = serial(pano, 2)
+    code, report = pano.run_json("enroll")
+    assert code == 1
+    row = report["certificates"][0]
+    failed = [p for p in row["pushes"] if p["result"] != "OK"]
+    assert [(p["hostname"], p["status"]) for p in failed] == [("lab-fw-03", "not connected")]
+    assert "lab-fw-03" in row["error"] and "not connected" in row["error"]
+    pano.lab.panorama.settings.disconnected = ""
+    assert pano.run("renew")[0] == 0 and len(pano.orders()) == 1
+    assert_on_every_firewall(pano, BRANCH)
+
+
+def test_a_stack_without_firewalls_is_a_warning_not_a_success(pano: Workdir,
+                                                              capsys: Any) -> None:
+    pano.lab.panorama.seed_stack("stack-empty", [TEMPLATE], [])
+    edit_yaml(os.path.join(pano.profiles, "fw_panorama.yaml"), "lab-template",
+              template_stacks=["stack-empty"])
+    capsys.readouterr()
+    code, report = pano.run_json("enroll")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if " WARNING " in line]
+    assert any("stack-empty reached no firewall" in line for line in warnings), warnings
+    assert report["certificates"][0]["pushes"] == []
+    assert code == 0
+
+
+@pytest.mark.parametrize("mode,words", [("error", "it refused"),
+                                        ("panorama-store", "made the key in its own store")])
+def test_a_template_that_will_not_make_a_key_fails_clearly_and_leaves_nothing(
+        pano: Workdir, mode: str, words: str) -> None:
+    pano.lab.panorama.settings.template_generate = mode
+    code, out = pano.run("enroll")
+    assert code == 1
+    assert words in out and "via: lab-panorama" in out and "Nothing was ordered" in out, out
+    assert pano.orders() == []
+    assert not any(e["summary"].startswith("POST /api/v1/certificates")
+                   for e in pano.scm_requests())
+    for tree in (pano.lab.panorama.candidate_tree(), pano.lab.panorama.running_tree()):
+        assert entry(tree, TEMPLATE_SHARED, BRANCH) is None
+        assert entry(tree, "panorama", BRANCH) is None
+    assert pano.state_of(BRANCH)["pending"] is None  # no request waits for an order
+    code, report = pano.run_json("status")
+    assert report["certificates"][0]["state"] == "missing"
+
+
+# --- Panorama's own certificate, and a firewall through Panorama ---------------------------------
+
+@pytest.fixture()
+def own(tmp_path: Any, tls_pki: Any, scm_pki: Any) -> Iterator[Workdir]:
+    with running_lab(str(tmp_path / "own"), tls_pki, scm_pki, panorama=3,
+                     keep=[OWN, REMOTE]) as work:
+        yield work
+
+
+def test_panoramas_own_certificate_is_enrolled_and_renewed_without_a_push(own: Workdir) -> None:
+    assert own.run("enroll", OWN)[0] == 0
+    panorama = own.lab.panorama.running_tree()
+    name = own.state_of(OWN)["object"]
+    found = entry(panorama, "panorama", name)
+    assert found is not None and found.find("private-key") is not None
+    assert bound(panorama, "panorama", PANORAMA_PROFILE) == name
+    code, out = own.run("renew", OWN, "--force")
+    assert code == 0, out
+    renewed = own.state_of(OWN)["object"]
+    panorama = own.lab.panorama.running_tree()
+    assert renewed != name and len(renewed) <= 31
+    assert bound(panorama, "panorama", PANORAMA_PROFILE) == renewed
+    assert entry(panorama, "panorama", name) is None
+    assert pushes(own) == []
+    # The Panorama commit did not exclude device-and-network (acme.sh PR #6915).
+    assert own.lab.panorama.store.pending == []
+
+
+def test_a_firewall_reached_only_through_panorama_is_enrolled_and_renewed(
+        own: Workdir) -> None:
+    remote = own.lab.firewalls[2]
+    direct = len([e for e in own.panos_requests() if e.get("firewall") == remote.hostname and
+                  "proxied_to" not in e])
+    assert own.run("enroll", REMOTE)[0] == 0
+    code, out = own.run("renew", REMOTE, "--force")
+    assert code == 0, out
+    name = own.state_of(REMOTE)["object"]
+    running = remote.running_tree()
+    found = entry(running, "shared", name)
+    assert found is not None and found.find("private-key") is not None
+    assert bound(running, "shared", "GP-Portal-TLS") == name
+    assert entry(running, "shared", "remote-portal") is None
+    # Everything went to Panorama, forwarded with target=SERIAL; nothing to the firewall.
+    sent = [e for e in own.panos_requests() if e.get("proxied_to") == remote.hostname]
+    assert sent and all(e.get("firewall") == "lab-panorama" for e in sent)
+    assert len([e for e in own.panos_requests() if e.get("firewall") == remote.hostname and
+                "proxied_to" not in e]) == direct
+    assert pushes(own) == []
