@@ -250,3 +250,42 @@ def test_a_firewall_reached_only_through_panorama_is_enrolled_and_renewed(
     assert len([e for e in own.panos_requests() if e.get("firewall") == remote.hostname and
                 "proxied_to" not in e]) == direct
     assert pushes(own) == []
+
+
+# --- one unit: what a template generate may delete -------------------------------------------
+
+class _FakePanorama:
+    """Panorama as PanoramaTemplate.generate sees it: the generate succeeds but no CSR appears
+    in the template (§1.5 leaves this open), and Panorama's own store already holds a
+    certificate of that name."""
+
+    def __init__(self) -> None:
+        self.deleted: List[str] = []
+
+    def get(self, xpath: str) -> Optional[ET.Element]:
+        return ET.fromstring("<entry name='branch-portal'><public-key>PEM</public-key></entry>") \
+            if xpath.startswith("/config/panorama/") else None
+
+    def op(self, cmd: str, write: bool = False) -> ET.Element:
+        return ET.fromstring("<response status='success'/>")
+
+    def delete(self, xpath: str) -> None:
+        self.deleted.append(xpath)
+
+
+def test_a_template_generate_never_deletes_a_panorama_certificate_that_was_there_before() -> None:
+    from connector.device import NothingMade, PanoramaTemplate
+    from connector.settings import (CertificateProfile, DeviceKind, FirewallProfile, KeySpec,
+                                    OrderSettings)
+    device = PanoramaTemplate(FirewallProfile(
+        name="lab-template", path="fw.yaml", url="https://127.0.0.1", admin="certbot",
+        kind=DeviceKind.TEMPLATE, panorama="lab-panorama", template=TEMPLATE))
+    fake = _FakePanorama()
+    device.api = fake  # type: ignore[assignment]
+    profile = CertificateProfile(name=BRANCH, path="b.yaml", firewall="lab-template",
+                                 object_name=BRANCH, validation="DV",
+                                 common_name="branch.example.com", key=KeySpec("RSA", 2048),
+                                 order=OrderSettings(profile_id=1))
+    with pytest.raises(NothingMade, match="no request appeared in the template"):
+        device.generate(BRANCH, profile)
+    assert fake.deleted == []

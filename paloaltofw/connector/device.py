@@ -427,7 +427,11 @@ class PanoramaTemplate(PanosDevice):
     def generate(self, name: str, profile: CertificateProfile) -> None:
         """In the template's context: the session target, then the generate, then the target
         reset (§1.3). Whether real Panorama makes the CSR in the template is not confirmed
-        (§1.5): where it landed is checked, and anything that landed elsewhere is removed."""
+        (§1.5): where it landed is checked, and anything that landed elsewhere is removed.
+        A Panorama certificate of that name that was there before is Panorama's own, in use
+        perhaps: it is never touched."""
+        stray = f"/config/panorama/certificate/entry[@name={_literal(name)}]"
+        owned_before = self.api.get(stray) is not None
         self.api.op(self._target_op())
         try:
             try:
@@ -440,8 +444,7 @@ class PanoramaTemplate(PanosDevice):
         if entry is not None and entry.find("csr") is not None:
             self.view.certificates[name] = CertificateEntry(name, has_key=True)
             return
-        stray = f"/config/panorama/certificate/entry[@name={_literal(name)}]"
-        landed = self.api.get(stray) is not None
+        landed = not owned_before and self.api.get(stray) is not None
         if landed:
             self.api.delete(stray)
         raise NothingMade(self._not_made(name, "it made the key in its own store, not in "
