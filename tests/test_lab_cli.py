@@ -135,3 +135,35 @@ def test_lab_rejects_bad_settings(tmp_path: Any) -> None:
                              "--set", "panos.nonsense=1"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and "unknown setting" in result.stderr
+
+
+def test_lab_panorama_writes_working_profiles_for_its_three_targets(tmp_path: Any) -> None:
+    workdir = str(tmp_path / "lab")
+    process, info, _ = start_lab(workdir, "--panorama", "2", "--set",
+                                 "panorama.device_push_duration=0.1")
+    try:
+        panorama = info["panorama"]
+        assert len(panorama["managed"]) == 2 and len(info["firewalls"]) == 2
+        state = requests.get(panorama["url"] + "/_lab/state", verify=info["ca_bundle"],
+                             headers={"X-Lab-Control": info["control_token"]}).json()
+        assert state["settings"]["device_push_duration"] == 0.1
+        written = open(os.path.join(workdir, "profiles", "fw_panorama.yaml")).read()
+        assert f'serial: "{panorama["managed"][-1]}"' in written  # as the README asks
+        env = dict(os.environ, sectigo_pycert_config=info["config"])
+        run = subprocess.run([sys.executable, AGENT, "enroll", "--accept-eula", "--json",
+                              "branch-portal", "panorama-ui", "remote-portal"],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        assert [c["result"] for c in report["certificates"]] == ["changed"] * 3
+        # The template's certificate went to both managed firewalls.
+        template = next(c for c in report["certificates"] if c["profile"] == "branch-portal")
+        assert sorted(p["serial"] for p in template["pushes"]) == sorted(panorama["managed"])
+        assert all(p["result"] == "OK" for p in template["pushes"])
+        status = subprocess.run([sys.executable, AGENT, "status", "branch-portal",
+                                 "panorama-ui", "remote-portal"], capture_output=True,
+                                text=True, timeout=120, env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)

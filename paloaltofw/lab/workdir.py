@@ -60,11 +60,24 @@ CERTIFICATE_PROFILES: Dict[str, Dict[str, Any]] = {
 }
 
 
+class Quoted(str):
+    """A value written in double quotes, as the README asks for serial numbers (a bare
+    `serial: 0017010...` is read by YAML as a number)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(Quoted, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", str(value), style='"'))
+
+
 def _write(path: str, data: Dict[str, Any], secret: bool = False) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(HEADER)
-        yaml.safe_dump(data, handle, sort_keys=False, default_flow_style=False)
+        yaml.dump(data, handle, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     os.chmod(path, 0o600 if secret else 0o644)
 
 
@@ -130,7 +143,7 @@ def _write_panorama(lab: Lab, info: Dict[str, Any], profiles: str) -> Dict[str, 
                           "ca_bundle": info["ca_bundle"]},
         TEMPLATE_DEVICE: {"type": "panorama-template", "panorama": PANORAMA_DEVICE,
                           "template": panorama["template"]},
-        remote_device: {"via": PANORAMA_DEVICE, "serial": remote["serial"]},
+        remote_device: {"via": PANORAMA_DEVICE, "serial": Quoted(remote["serial"])},
     }, secret=True)
     dv = {"validation": "DV", "key": "RSA-2048", "scm": {"term": 90}}
     return {
