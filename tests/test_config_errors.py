@@ -126,6 +126,32 @@ def both(*changes: Callable[[Any], Any]) -> Callable[[Any], Tuple[str, None]]:
     return apply
 
 
+PANORAMA_FILE = "fw_panorama.yaml"
+PANORAMA_ENTRY = ("lab-panorama:\n  type: panorama\n  url: https://127.0.0.1:9\n"
+                  "  api_key: not-sent\n  admin: certbot\n")
+
+
+def panorama(text: str, certificate: str = "") -> Callable[[Any], Tuple[str, None]]:
+    """A Panorama entry plus `text` in fw_panorama.yaml (mode 0600: it holds a key), and,
+    if given, a certificate profile `branch.yaml` for one of its devices."""
+    def apply(work: Any) -> Tuple[str, None]:
+        path = os.path.join(work.profiles, PANORAMA_FILE)
+        with open(path, "w") as handle:
+            handle.write(PANORAMA_ENTRY + text)
+        os.chmod(path, 0o600)
+        if certificate:
+            with open(os.path.join(work.profiles, "branch.yaml"), "w") as handle:
+                handle.write(certificate)
+        return path, None
+    return apply
+
+
+TEMPLATE_ENTRY = "lab-template:\n  type: panorama-template\n  panorama: lab-panorama\n" \
+                 "  template: branch\n"
+BRANCH_CERT = "firewall: lab-template\nvalidation: DV\ncommon_name: branch.example.com\n" \
+              "scm: {profile_id: 1}\n"
+
+
 # (case id, how to break the configuration, file whose name the message must show, words)
 CASES: List[Tuple[str, Callable[[Any], Any], str, List[str]]] = [
     ("config-malformed-yaml", raw("config.yaml", "scm: [unclosed\n"), "config.yaml",
@@ -275,6 +301,31 @@ CASES: List[Tuple[str, Callable[[Any], Any], str, List[str]]] = [
      ["renew_before", "not both"]),
     ("config-two-windows", config("renewal", renew_before="30%"), "config.yaml",
      ["renewal.renew_before", "not both"]),
+    # Panorama devices (README, Panorama).
+    ("panorama-unknown-type", panorama("lab-x:\n  type: panoramma\n"), PANORAMA_FILE,
+     ["lab-x.type", "not one of firewall, panorama, panorama-template"]),
+    ("panorama-template-with-url", panorama(TEMPLATE_ENTRY + "  url: https://10.0.0.1\n"),
+     PANORAMA_FILE, ["lab-template", "url"]),
+    ("panorama-template-names-a-firewall", panorama(
+        "lab-template:\n  type: panorama-template\n  panorama: lab-fw-01\n"
+        "  template: branch\n"), PANORAMA_FILE,
+     ["lab-template.panorama", "'lab-fw-01' is not a Panorama", "type: panorama"]),
+    ("panorama-template-unknown-panorama", panorama(
+        "lab-template:\n  type: panorama-template\n  panorama: lab-panoramma\n"
+        "  template: branch\n"), PANORAMA_FILE,
+     ["lab-template.panorama", "no Panorama profile 'lab-panoramma'",
+      "did you mean 'lab-panorama'"]),
+    ("panorama-bad-stack-name", panorama(TEMPLATE_ENTRY + "  template_stacks: [\"-a\"]\n"),
+     PANORAMA_FILE, ["template_stacks[0]", "not a valid template name"]),
+    ("panorama-via-unquoted-serial", panorama(
+        "lab-remote:\n  via: lab-panorama\n  serial: 0017010000123\n"), PANORAMA_FILE,
+     ["lab-remote.serial", "in quotes"]),
+    ("panorama-via-with-url", panorama(
+        "lab-remote:\n  via: lab-panorama\n  serial: \"007951000000002\"\n"
+        "  url: https://10.0.0.2\n"), PANORAMA_FILE, ["lab-remote", "url"]),
+    ("panorama-template-name-too-long", panorama(
+        TEMPLATE_ENTRY, BRANCH_CERT + "object_name: branch-portal-tls-01\n"), "branch.yaml",
+     ["object_name", "at most 18", "Panorama allows 31"]),
     ("config-window-percent-zero", edit("config.yaml", lambda d: d.update(
         renewal={"renew_before": "0%"})), "config.yaml",
      ["renewal.renew_before", "between 1% and 90%"]),
