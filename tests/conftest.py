@@ -6,6 +6,7 @@ Every test runs against real HTTPS on 127.0.0.1 and never reaches any other addr
 from __future__ import annotations
 
 import base64
+import json
 import contextlib
 import os
 import pty
@@ -30,7 +31,20 @@ if AGENT_DIR not in sys.path:
 from lab import pki  # noqa: E402
 from lab.panos import Admin, PanosService  # noqa: E402
 from lab.scm import TOKEN_PATH, ScmAccounts, ScmService  # noqa: E402
-from lab.server import Endpoint, server_ssl_context  # noqa: E402
+from lab.server import Endpoint, Response, Service, server_ssl_context  # noqa: E402
+
+
+class Webhook(Service):
+    """A local HTTPS endpoint that records what is posted to it (an alert webhook)."""
+
+    name = "webhook"
+
+    def __init__(self) -> None:
+        self.received: List[Dict[str, Any]] = []
+
+    def handle(self, request: Any) -> Response:
+        self.received.append(json.loads(request.body))
+        return Response(200, b"ok", "text/plain")
 
 
 @pytest.fixture(scope="session")

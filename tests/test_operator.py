@@ -16,10 +16,10 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import AGENT_DIR, edit_yaml, in_pty
+from conftest import AGENT_DIR, Webhook, edit_yaml, in_pty
 from connector.report import SCHEMA_FILE
 from lab.lab import SEED_PROFILE
-from lab.server import Endpoint, Response, Service, server_ssl_context
+from lab.server import Endpoint, server_ssl_context
 
 AGENT = os.path.join(AGENT_DIR, "paloaltoagent.py")
 SCHEMA = json.load(open(SCHEMA_FILE))
@@ -256,19 +256,6 @@ def test_metrics_file_is_prometheus_text(work: Any) -> None:
 
 
 # --- alerts -------------------------------------------------------------------------------------
-
-class Webhook(Service):
-    """A local HTTPS endpoint that records what is posted to it."""
-
-    name = "webhook"
-
-    def __init__(self) -> None:
-        self.received: List[Dict[str, Any]] = []
-
-    def handle(self, request: Any) -> Response:
-        self.received.append(json.loads(request.body))
-        return Response(200, b"ok", "text/plain")
-
 
 def free_port() -> int:
     with socket.socket() as sock:

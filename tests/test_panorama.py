@@ -10,16 +10,19 @@ configuration, never from the agent's report alone.
 
 from __future__ import annotations
 
+import json
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import requests
+import yaml
 from cryptography import x509
 
-from conftest import Workdir, edit_yaml, running_lab
+from conftest import Webhook, Workdir, edit_yaml, running_lab
 from lab.lab import PANORAMA_PROFILE, STACKS, TEMPLATE, TEMPLATE_PROFILE
+from lab.server import Endpoint, server_ssl_context
 
 BRANCH, OWN, REMOTE = "branch-portal", "panorama-ui", "remote-portal"
 BASE = "devices/entry[@name='localhost.localdomain']"
@@ -138,10 +141,30 @@ def test_another_admins_pending_change_on_panorama_is_neither_committed_nor_push
     assert [c.admin for c in panorama.store.pending] == ["alice"]
 
 
+def push_metrics(work: Workdir) -> Dict[str, float]:
+    """hostname -> paloaltoagent_push_device_success, from the run's metrics file."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with open(os.path.join(work.root, "metrics.prom")) as handle:
+        families = {f.name: f for f in text_string_to_metric_families(handle.read())}
+    return {s.labels["hostname"]: s.value
+            for s in families["paloaltoagent_push_device_success"].samples}
+
+
 def test_a_push_that_fails_on_one_firewall_fails_the_run_and_is_pushed_again_next_run(
-        pano: Workdir) -> None:
+        pano: Workdir, tls_files: Dict[str, str]) -> None:
+    pano.edit_config("", metrics={"file": "metrics.prom"})
+    hook = Webhook()
+    endpoint = Endpoint(hook, server_ssl_context(tls_files["cert"], tls_files["key"])).start()
+    path = os.path.join(pano.profiles, "notifications.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump({"webhook": {"url": f"{endpoint.url}/hook",
+                                    "ca_bundle": tls_files["ca_bundle"]}}, handle)
+    os.chmod(path, 0o600)
     pano.lab.panorama.settings.push_fail = serial(pano, 1)
-    code, out = pano.run("enroll")
+    try:
+        code, out = pano.run("enroll")
+    finally:
+        endpoint.stop()
     assert code == 1
     assert f"lab-fw-02 ({serial(pano, 1)}): commit failed" in out, out
     assert "lab: injected push failure" in out and "the next run pushes again" in out
@@ -149,11 +172,19 @@ def test_a_push_that_fails_on_one_firewall_fails_the_run_and_is_pushed_again_nex
         assert entry(pano.lab.firewalls[index].running_tree(), "shared", BRANCH) is not None
     assert entry(pano.lab.firewalls[1].running_tree(), "shared", BRANCH) is None
     assert pano.state_of(BRANCH)["pending"]["stage"] == "installed"
+    # The alert names the firewall and its own words; the metrics say which one failed.
+    assert len(hook.received) == 1
+    alert = json.dumps(hook.received[0])
+    assert "FAILED branch-portal" in alert and "lab-fw-02" in alert and \
+        "lab: injected push failure" in alert, alert
+    assert push_metrics(pano) == {"lab-fw-01": 1, "lab-fw-02": 0, "lab-fw-03": 1}
+
     code, report = pano.run_json("renew")
     assert code == 0, report
     assert len(pano.orders()) == 1  # pushed again, not ordered again
     assert_on_every_firewall(pano, BRANCH)
     assert pano.state_of(BRANCH)["pending"] is None
+    assert push_metrics(pano) == {"lab-fw-01": 1, "lab-fw-02": 1, "lab-fw-03": 1}
 
 
 def test_a_disconnected_firewall_is_named_and_the_push_is_repeated_once_it_is_back(
