@@ -178,6 +178,9 @@ def test_a_push_that_fails_on_one_firewall_fails_the_run_and_is_pushed_again_nex
     assert "FAILED branch-portal" in alert and "lab-fw-02" in alert and \
         "lab: injected push failure" in alert, alert
     assert push_metrics(pano) == {"lab-fw-01": 1, "lab-fw-02": 0, "lab-fw-03": 1}
+    code, out = pano.run("status")
+    assert code == 1 and "not yet committed on Panorama and pushed to every firewall (the " \
+        "next run does it)" in out, out
 
     code, report = pano.run_json("renew")
     assert code == 0, report

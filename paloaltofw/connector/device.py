@@ -164,6 +164,9 @@ class Device(abc.ABC):
     def commit_text(self) -> str:
         """How the commit reads in a plan: `commit lab-fw-01 (partial, admin certbot)`."""
 
+    # What an imported certificate still waits for, as `status` tells it.
+    awaits: str = "committed"
+
     @abc.abstractmethod
     def notices(self) -> List[Notice]:
         """What the administrator must fix about the device's own configuration, learnt
@@ -376,6 +379,8 @@ class PanoramaTemplate(PanosDevice):
         super().__init__(profile, Target(template=None if profile.vsys else profile.template),
                          store, sleep, shared, stopping)
         self.stacks: List[Stack] = []
+
+    awaits = "committed on Panorama and pushed to every firewall"
 
     # -- reading: the template, and where it is pushed ------------------------------------
 

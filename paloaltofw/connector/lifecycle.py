@@ -194,7 +194,7 @@ class DeviceRun:
         result.object, result.action, result.message = \
             state.object or cert.profile.object_name, Action.NONE, ""
         if state.pending:
-            result.message = pending_text(cert.profile, state.pending)
+            result.message = pending_text(cert.profile, state.pending, self.device.awaits)
         elif state.rejected:
             result.state = State.ERROR
             result.message = f"the last {rejected_order(state.rejected)} " \

@@ -451,8 +451,10 @@ def rejected_order(rejected: Dict[str, Any]) -> str:
     return f"order {rejected['order_id']}" if rejected.get("order_id") else "order"
 
 
-def pending_text(profile: CertificateProfile, pending: Pending) -> str:
-    """What `status` says of a certificate on its way."""
+def pending_text(profile: CertificateProfile, pending: Pending,
+                 awaits: str = "committed") -> str:
+    """What `status` says of a certificate on its way; `awaits` is what an imported one
+    still needs on its device (Device.awaits)."""
     if pending.stage is Stage.GENERATED:
         why = stale_request(profile, pending)
         if why:
@@ -463,7 +465,7 @@ def pending_text(profile: CertificateProfile, pending: Pending) -> str:
         return f"a run was interrupted while ordering at SCM ({pending.since}); the next run " \
                "finds out whether the order exists before anything else"
     if pending.stage is Stage.INSTALLED:
-        return f"order {pending.order_id} imported into {pending.object}, not committed yet " \
-               "(the next run commits)"
+        return f"order {pending.order_id} imported into {pending.object}, not yet {awaits} " \
+               "(the next run does it)"
     return f"order {pending.order_id} placed at SCM, waiting for issuance (the next run " \
            "collects it)"
