@@ -157,3 +157,36 @@ def test_api_classic_is_documented_and_the_sample_block_loads_as_classic(tmp_pat
     copy.chmod(0o600)
     assert load_credentials(str(copy), "ADMIN_API_1", None).api == "classic"
     assert load_credentials(str(copy), "ENROLLMENT_API_1", None).api == "enrollment"
+
+
+def test_the_panorama_samples_load_as_the_three_targets_the_readme_describes(
+        tmp_path: Any) -> None:
+    """profiles_sample/panorama, copied next to the firewall samples as the README says,
+    loads into a Panorama, a template and a firewall through it, each used by a sample
+    certificate profile."""
+    import shutil
+
+    from connector.config import load_config
+    from connector.settings import DeviceKind
+    sample = os.path.join(AGENT_DIR, "profiles_sample")
+    profiles = tmp_path / "profiles"
+    shutil.copytree(sample, profiles, ignore=shutil.ignore_patterns("panorama"))
+    for name in os.listdir(os.path.join(sample, "panorama")):
+        shutil.copy(os.path.join(sample, "panorama", name), profiles / name)
+    for path in profiles.iterdir():
+        path.chmod(0o600)
+    (tmp_path / "config.yaml").write_text(
+        "profiles_dir: profiles\nscm:\n  credentials_label: ENROLLMENT_API_1\n")
+    config = load_config(str(tmp_path / "config.yaml"))
+    kinds = {p.name: (config.firewalls[p.firewall].kind, config.firewalls[p.firewall].serial)
+             for p in config.certificates.values()}
+    assert kinds == {"certificate": (DeviceKind.FIREWALL, None),
+                     "panorama-certificate": (DeviceKind.PANORAMA, None),
+                     "template-certificate": (DeviceKind.TEMPLATE, None),
+                     "remote-firewall-certificate": (DeviceKind.FIREWALL, "007951000123456")}
+    template = config.firewalls["branch-template"]
+    assert template.url == "https://panorama.example.com" and template.template == "Branch"
+    # The README's Panorama section points at each of these files.
+    section = read("README.md").split("\n## Panorama\n")[1].split("\n## ")[0]
+    for name in os.listdir(os.path.join(sample, "panorama")):
+        assert f"profiles_sample/panorama/{name}" in section, name

@@ -166,6 +166,7 @@ def test_a_push_that_fails_on_one_firewall_fails_the_run_and_is_pushed_again_nex
     finally:
         endpoint.stop()
     assert code == 1
+    assert "the push of template 'branch' failed on 1 of 3 firewalls" in out, out
     assert f"lab-fw-02 ({serial(pano, 1)}): commit failed" in out, out
     assert "lab: injected push failure" in out and "the next run pushes again" in out
     for index in (0, 2):  # the others were updated
@@ -234,6 +235,36 @@ def test_a_template_that_will_not_make_a_key_fails_clearly_and_leaves_nothing(
     assert pano.state_of(BRANCH)["pending"] is None  # no request waits for an order
     code, report = pano.run_json("status")
     assert report["certificates"][0]["state"] == "missing"
+
+
+def test_after_a_refused_template_generate_the_advice_given_works(pano: Workdir) -> None:
+    """README, Troubleshooting: "did not make the key and CSR": an entry with `via:` and
+    `serial` per firewall of the template's stacks, and a certificate profile for each in
+    place of the template's."""
+    pano.lab.panorama.settings.template_generate = "error"
+    code, out = pano.run("enroll")
+    assert code == 1 and "did not make the key and CSR" in out
+    assert "give each firewall of the template's stacks an entry with 'via: lab-panorama' " \
+           "and its 'serial', and a certificate profile for each in place of this one" in out
+    with open(os.path.join(pano.profiles, "fw_panorama.yaml")) as handle:
+        devices = yaml.safe_load(handle)
+    for firewall in pano.lab.firewalls:
+        devices[f"{firewall.hostname}-direct"] = {"via": "lab-panorama",
+                                                  "serial": firewall.serial}
+        pano.profile(f"portal-{firewall.hostname}", firewall=f"{firewall.hostname}-direct",
+                     ssl_tls_service_profiles=["GP-Portal-TLS"])
+    with open(os.path.join(pano.profiles, "fw_panorama.yaml"), "w") as handle:
+        yaml.safe_dump(devices, handle)
+    os.remove(os.path.join(pano.profiles, f"{BRANCH}.yaml"))
+    code, out = pano.run("enroll")
+    assert code == 0, out
+    assert len(pano.orders()) == 3
+    for firewall in pano.lab.firewalls:  # each made its own key, and uses it
+        running = firewall.running_tree()
+        name = f"portal-{firewall.hostname}"
+        found = entry(running, "shared", name)
+        assert found is not None and found.find("private-key") is not None
+        assert bound(running, "shared", "GP-Portal-TLS") == name
 
 
 # --- Panorama's own certificate, and a firewall through Panorama ---------------------------------

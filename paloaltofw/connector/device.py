@@ -462,7 +462,8 @@ class PanoramaTemplate(PanosDevice):
                 "in the template. Making a CSR in a template is not confirmed on real Panorama "
                 "(README, Panorama): instead, give each firewall of the template's stacks an "
                 f"entry with 'via: {self.profile.panorama}' and its 'serial', and a certificate "
-                "profile for each (the key is then made on that firewall)")
+                "profile for each in place of this one (the key is then made on that "
+                "firewall)")
 
     def _target_op(self) -> str:
         vsys = f"<vsys>{escape(self.profile.vsys)}</vsys>" if self.profile.vsys else ""
