@@ -48,6 +48,11 @@ ROWS: Dict[str, str] = {
     "still being processed by SCM": "test_troubleshooting::test_still_being_processed",
     "commit job … failed":
         "test_agent_faults::test_commit_fail_then_the_next_run_commits_without_ordering",
+    "the push of template … failed on":
+        "test_panorama::test_a_push_that_fails_on_one_firewall_fails_the_run_and_is_pushed_"
+        "again_next_run",
+    "did not make the key and CSR":
+        "test_panorama::test_after_a_refused_template_generate_the_advice_given_works",
     "keeping old …, still used by": "test_troubleshooting::test_keeping_old_still_used_by",
     "not shorter than this certificate's lifetime":
         "test_troubleshooting::test_window_longer_than_the_lifetime",
