@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -22,7 +23,7 @@ from cryptography import x509
 
 from conftest import Webhook, Workdir, edit_yaml, running_lab
 from lab.lab import PANORAMA_PROFILE, STACKS, TEMPLATE, TEMPLATE_PROFILE
-from lab.server import Endpoint, server_ssl_context
+from lab.server import Endpoint, FaultRule, server_ssl_context
 
 BRANCH, OWN, REMOTE = "branch-portal", "panorama-ui", "remote-portal"
 BASE = "devices/entry[@name='localhost.localdomain']"
@@ -119,15 +120,27 @@ def test_the_dry_run_names_the_template_stacks_and_firewalls_a_push_reaches(
     assert pushes(pano) == [] and pano.orders() == []
 
 
+def as_alice(work: Workdir, **params: str) -> ET.Element:
+    """One XML API request to the lab's Panorama as another administrator, alice."""
+    answer = requests.post(work.lab.panorama_endpoint.url + "/api/", data=dict(
+        params, key=work.lab.panorama.api_key("alice")), verify=work.lab.paths["ca_bundle"],
+        timeout=30)
+    root = ET.fromstring(answer.text)
+    assert root.get("status") == "success", answer.text
+    return root
+
+
+def alice_adds_a_profile(work: Workdir) -> None:
+    """alice starts an SSL/TLS service profile in the agent's template."""
+    as_alice(work, type="config", action="set",
+             xpath=f"/config/{TEMPLATE_SHARED}/ssl-tls-service-profile",
+             element="<entry name='Alice-TLS'><certificate>branch-selfsigned</certificate>"
+                     "</entry>")
+
+
 def test_another_admins_pending_change_on_panorama_is_neither_committed_nor_pushed(
         pano: Workdir) -> None:
-    # alice starts an SSL/TLS service profile in the same template and does not commit it.
-    answer = requests.get(pano.lab.panorama_endpoint.url + "/api/", params={
-        "type": "config", "action": "set", "key": pano.lab.panorama.api_key("alice"),
-        "xpath": f"/config/{TEMPLATE_SHARED}/ssl-tls-service-profile",
-        "element": "<entry name='Alice-TLS'><certificate>branch-selfsigned</certificate>"
-                   "</entry>"}, verify=pano.lab.paths["ca_bundle"], timeout=30)
-    assert 'status="success"' in answer.text, answer.text
+    alice_adds_a_profile(pano)  # and does not commit it
     assert pano.run("enroll")[0] == 0
     assert_on_every_firewall(pano, BRANCH)
     panorama = pano.lab.panorama
@@ -139,6 +152,35 @@ def test_another_admins_pending_change_on_panorama_is_neither_committed_nor_push
                e.get("action") == "partial"]
     assert commits and all(e.get("admin") == "certbot" for e in commits)
     assert [c.admin for c in panorama.store.pending] == ["alice"]
+
+
+@pytest.mark.parametrize("scoped", [True, False], ids=["10.2+", "before-10.2"])
+def test_another_admins_committed_but_unpushed_change_stays_on_panorama(
+        pano: Workdir, capsys: Any, scoped: bool) -> None:
+    """The push is limited to the agent's admin (`<admin>` in commit-all, PAN-OS 10.2+).
+    Where Panorama refuses that, the push carries every committed change, and the
+    administrator is told so once."""
+    pano.lab.panorama.settings.commit_all_admin = scoped
+    alice_adds_a_profile(pano)
+    job = as_alice(pano, type="commit", cmd="<commit><partial><admin><member>alice</member>"
+                                            "</admin></partial></commit>").findtext(
+        "result/job")
+    assert job
+    pano.lab.panorama.control("finish_jobs", {})
+    assert bound(pano.lab.panorama.running_tree(), TEMPLATE_SHARED, "Alice-TLS") == \
+        "branch-selfsigned"
+    capsys.readouterr()
+    assert pano.run("enroll")[0] == 0
+    assert_on_every_firewall(pano, BRANCH)
+    warned = [line for line in capsys.readouterr().err.splitlines() if " WARNING " in line
+              and "refuses a push limited to admin certbot" in line]
+    for firewall in pano.lab.firewalls:
+        alice_on_it = bound(firewall.running_tree(), "shared", "Alice-TLS")
+        assert alice_on_it == (None if scoped else "branch-selfsigned")
+    assert len(warned) == (0 if scoped else 1), warned
+    assert pano.run("renew", "--force")[0] == 0  # said once, not on every run
+    assert not [line for line in capsys.readouterr().err.splitlines()
+                if "refuses a push limited to admin" in line and " WARNING " in line]
 
 
 def push_metrics(work: Workdir) -> Dict[str, float]:
@@ -208,18 +250,33 @@ def test_a_disconnected_firewall_is_named_and_the_push_is_repeated_once_it_is_ba
 def test_a_stack_without_firewalls_is_a_warning_not_a_success(pano: Workdir,
                                                               capsys: Any) -> None:
     pano.lab.panorama.seed_stack("stack-empty", [TEMPLATE], [])
-    edit_yaml(os.path.join(pano.profiles, "fw_panorama.yaml"), "lab-template",
-              template_stacks=["stack-empty"])
+    devices = os.path.join(pano.profiles, "fw_panorama.yaml")
+    edit_yaml(devices, "lab-template", template_stacks=["stack-empty"])
     capsys.readouterr()
     code, report = pano.run_json("enroll")
     warnings = [line for line in capsys.readouterr().err.splitlines() if " WARNING " in line]
-    assert any("stack-empty reached no firewall" in line for line in warnings), warnings
-    assert report["certificates"][0]["pushes"] == []
-    assert code == 0
+    assert any("stack-empty holds no firewall" in line for line in warnings), warnings
+    assert any("pushed to no firewall" in line for line in warnings), warnings
+    row = report["certificates"][0]
+    assert code == 0 and row["pushes"] == [] and "pushed to no firewall" in row["message"]
+    # Not a success: the certificate waits, status flags it, and each run pushes again.
+    assert pano.state_of(BRANCH)["pending"]["stage"] == "installed"
+    code, out = pano.run("status")
+    assert code == 1 and "not yet committed on Panorama and pushed to every firewall" in out
+    before = len(pushes(pano))
+    assert pano.run("renew")[0] == 0
+    assert len(pushes(pano)) == before + 1 and len(pano.orders()) == 1
+    # Once the template's stacks reach firewalls, the next run completes it, ordering nothing.
+    edit_yaml(devices, "lab-template", template_stacks=None)
+    code, out = pano.run("renew")
+    assert code == 0, out
+    assert_on_every_firewall(pano, BRANCH)
+    assert pano.state_of(BRANCH)["pending"] is None and len(pano.orders()) == 1
 
 
 @pytest.mark.parametrize("mode,words", [("error", "it refused"),
-                                        ("panorama-store", "made the key in its own store")])
+                                        ("panorama-store",
+                                         "made the key in Panorama's own store")])
 def test_a_template_that_will_not_make_a_key_fails_clearly_and_leaves_nothing(
         pano: Workdir, mode: str, words: str) -> None:
     pano.lab.panorama.settings.template_generate = mode
@@ -235,6 +292,60 @@ def test_a_template_that_will_not_make_a_key_fails_clearly_and_leaves_nothing(
     assert pano.state_of(BRANCH)["pending"] is None  # no request waits for an order
     code, report = pano.run_json("status")
     assert report["certificates"][0]["state"] == "missing"
+
+
+def test_a_lost_generate_answer_is_not_taken_for_a_refusal_and_the_rerun_cleans_up(
+        pano: Workdir) -> None:
+    """Panorama made the request in its own store, and the answer was lost: the run cannot
+    know, so it keeps the request in its state; the rerun removes the stray it finds there,
+    probes again, and only then gives up, leaving nothing."""
+    pano.lab.panorama.settings.template_generate = "panorama-store"
+    pano.lab.panorama_endpoint.faults.add(FaultRule(kind="lose",
+                                                    match="request certificate generate"))
+    code, out = pano.run("enroll")
+    assert code == 1 and "did not make the key" not in out, out
+    assert pano.state_of(BRANCH)["pending"]["stage"] == "generated"
+    assert entry(pano.lab.panorama.candidate_tree(), "panorama", BRANCH) is not None
+    code, out = pano.run("enroll")
+    assert code == 1 and "did not make the key and CSR" in out, out
+    assert entry(pano.lab.panorama.candidate_tree(), "panorama", BRANCH) is None
+    assert pano.state_of(BRANCH)["pending"] is None and pano.orders() == []
+
+
+def test_a_name_panorama_itself_uses_is_not_taken_for_a_template_certificate(
+        pano: Workdir) -> None:
+    """A template certificate and Panorama's own may share an object_name in their profiles;
+    the new template object takes a name free in Panorama's store too (§1.5: a generate
+    could land there)."""
+    panorama = pano.lab.panorama
+    panorama.seed("/config/panorama/certificate",
+                  panorama.self_signed(BRANCH, "panorama.example.com"))
+    before = ET.tostring(entry(panorama.running_tree(), "panorama", BRANCH))
+    code, out = pano.run("enroll")
+    assert code == 0, out
+    name = pano.state_of(BRANCH)["object"]
+    assert name.startswith(f"{BRANCH}-") and len(name) <= 31
+    assert_on_every_firewall(pano, name)
+    assert ET.tostring(entry(panorama.running_tree(), "panorama", BRANCH)) == before
+
+
+def test_a_reference_from_a_stack_keeps_the_old_template_object(pano: Workdir,
+                                                               capsys: Any) -> None:
+    """The stack's own configuration is merged with the template on the firewalls (§1.1):
+    a service profile there that names the old object keeps it, and is named."""
+    assert pano.run("enroll")[0] == 0
+    pano.lab.panorama.seed(
+        f"/config/{BASE}/template-stack/entry[@name='stack-a']/config/shared/"
+        "ssl-tls-service-profile",
+        f"<entry name='Stack-TLS'><certificate>{BRANCH}</certificate></entry>")
+    capsys.readouterr()
+    code, out = pano.run("renew", BRANCH, "--force")
+    assert code == 0, out
+    err = capsys.readouterr().err
+    assert "keeping old branch-portal, still used by template-stack stack-a: " \
+           "ssl-tls-service-profile Stack-TLS" in err, err
+    assert entry(pano.lab.panorama.running_tree(), TEMPLATE_SHARED, BRANCH) is not None
+    assert_on_every_firewall(pano, pano.state_of(BRANCH)["object"])
 
 
 def test_after_a_refused_template_generate_the_advice_given_works(pano: Workdir) -> None:
@@ -320,37 +431,101 @@ def test_a_firewall_reached_only_through_panorama_is_enrolled_and_renewed(
 # --- one unit: what a template generate may delete -------------------------------------------
 
 class _FakePanorama:
-    """Panorama as PanoramaTemplate.generate sees it: the generate succeeds but no CSR appears
-    in the template (§1.5 leaves this open), and Panorama's own store already holds a
-    certificate of that name."""
+    """Panorama as PanoramaTemplate.generate sees it: answers for the entries in `held`
+    (xpath prefix -> XML), and the generate "succeeds" without a CSR in the template
+    (§1.5 leaves this open)."""
 
-    def __init__(self) -> None:
+    label = "Panorama lab-panorama template branch"
+
+    def __init__(self, held: Dict[str, str]) -> None:
+        self.held = held
         self.deleted: List[str] = []
+        self.ops: List[str] = []
 
     def get(self, xpath: str) -> Optional[ET.Element]:
-        return ET.fromstring("<entry name='branch-portal'><public-key>PEM</public-key></entry>") \
-            if xpath.startswith("/config/panorama/") else None
+        return next((ET.fromstring(xml) for prefix, xml in self.held.items()
+                     if xpath.startswith(prefix) and xpath not in self.deleted), None)
 
     def op(self, cmd: str, write: bool = False) -> ET.Element:
+        self.ops.append(cmd)
         return ET.fromstring("<response status='success'/>")
 
     def delete(self, xpath: str) -> None:
         self.deleted.append(xpath)
 
 
-def test_a_template_generate_never_deletes_a_panorama_certificate_that_was_there_before() -> None:
-    from connector.device import NothingMade, PanoramaTemplate
-    from connector.settings import (CertificateProfile, DeviceKind, FirewallProfile, KeySpec,
-                                    OrderSettings)
+def _template_device(fake: _FakePanorama) -> Any:
+    from connector.device import PanoramaTemplate
+    from connector.settings import DeviceKind, FirewallProfile
     device = PanoramaTemplate(FirewallProfile(
         name="lab-template", path="fw.yaml", url="https://127.0.0.1", admin="certbot",
         kind=DeviceKind.TEMPLATE, panorama="lab-panorama", template=TEMPLATE))
-    fake = _FakePanorama()
-    device.api = fake  # type: ignore[assignment]
-    profile = CertificateProfile(name=BRANCH, path="b.yaml", firewall="lab-template",
-                                 object_name=BRANCH, validation="DV",
-                                 common_name="branch.example.com", key=KeySpec("RSA", 2048),
-                                 order=OrderSettings(profile_id=1))
+    device.api = fake
+    return device
+
+
+def _branch_profile() -> Any:
+    from connector.settings import CertificateProfile, KeySpec, OrderSettings
+    return CertificateProfile(name=BRANCH, path="b.yaml", firewall="lab-template",
+                              object_name=BRANCH, validation="DV",
+                              common_name="branch.example.com", key=KeySpec("RSA", 2048),
+                              order=OrderSettings(profile_id=1))
+
+
+def test_a_template_generate_never_touches_a_panorama_certificate_of_that_name() -> None:
+    """Were Panorama to put the template's request in its own store, a generate would
+    replace the key of a certificate of that name there: it is not even sent."""
+    from connector.device import NothingMade
+    fake = _FakePanorama({"/config/panorama/": "<entry name='branch-portal'><public-key>PEM"
+                                               "</public-key></entry>"})
+    with pytest.raises(NothingMade, match="already a certificate in Panorama's own store"):
+        _template_device(fake).generate(BRANCH, _branch_profile(), again=True)
+    assert fake.deleted == [] and not any("generate" in op for op in fake.ops)
+
+
+def test_a_bare_request_an_interrupted_run_left_in_panoramas_store_is_removed() -> None:
+    from connector.device import NothingMade
+    stray = "<entry name='branch-portal'><csr>REQUEST</csr></entry>"
+    fake = _FakePanorama({"/config/panorama/": stray})
     with pytest.raises(NothingMade, match="no request appeared in the template"):
-        device.generate(BRANCH, profile)
+        _template_device(fake).generate(BRANCH, _branch_profile(), again=True)
+    assert fake.deleted == ["/config/panorama/certificate/entry[@name='branch-portal']"]
+    # Without `again` the same request is someone else's: refused, left alone.
+    fake = _FakePanorama({"/config/panorama/": stray})
+    with pytest.raises(NothingMade, match="already a certificate"):
+        _template_device(fake).generate(BRANCH, _branch_profile())
     assert fake.deleted == []
+
+
+def _job(result: str, devices: str) -> ET.Element:
+    return ET.fromstring(f"<job><status>FIN</status><result>{result}</result><details><line>"
+                         f"template validation failed</line></details><devices>{devices}"
+                         "</devices></job>")
+
+
+def _device(serial: str, result: str = "OK") -> str:
+    return (f"<entry><serial-no>{serial}</serial-no><devicename>fw-{serial}</devicename>"
+            f"<result>{result}</result><status>commit succeeded</status></entry>")
+
+
+@pytest.mark.parametrize("job,words", [
+    (_job("FAIL", _device("1") + _device("2")), "ended FAIL: template validation failed"),
+    (_job("OK", _device("1")), "fw-2 (2): not in the push job"),
+    (_job("OK", ""), "fw-1 (1): not in the push job"),
+], ids=["job-failed", "device-missing", "no-device-listed"])
+def test_a_push_is_judged_by_the_job_and_by_every_firewall_of_the_stack(
+        job: ET.Element, words: str) -> None:
+    """§2.3: success is the job's OK and every firewall's; a firewall of the stack that the
+    job does not list was not pushed to."""
+    from connector.device import PushFailed, Stack
+    from connector.panos import Job
+    fake = _FakePanorama({})
+    device = _template_device(fake)
+    device.stacks = [Stack("stack-a", (("1", "fw-1"), ("2", "fw-2")))]
+    fake.commit = lambda cmd, action="": "7"  # type: ignore[attr-defined]
+    fake.wait_job = lambda *a, **k: Job(  # type: ignore[attr-defined]
+        "7", job.findtext("result") or "", [(e.text or "") for e in job.findall(
+            "details/line")], job)
+    device._commit_own = lambda: True
+    with pytest.raises(PushFailed, match=re.escape(words)):
+        device.commit()

@@ -82,13 +82,19 @@ class Binding:
     kind: BindingKind
     location: str  # the consumer's name ("" for a consumer that is a single node)
     certificate: str
+    # "": in the certificate's own scope. Otherwise where else the consumer sits (e.g.
+    # "template-stack S", a scope merged with the certificate's on the firewalls): it holds
+    # the object, but is never repointed.
+    where: str = ""
 
     def describe(self) -> str:
-        return f"{self.kind.name} {self.location}".strip()
+        return " ".join(p for p in (self.where and f"{self.where}:", self.kind.name,
+                                    self.location) if p)
 
 
-def find_bindings(scope: Optional[ET.Element]) -> List[Binding]:
-    """Every binding of every known kind under a store's scope element."""
+def find_bindings(scope: Optional[ET.Element], where: str = "") -> List[Binding]:
+    """Every binding of every known kind under a store's scope element (`where`: see
+    Binding)."""
     found: List[Binding] = []
     if scope is None:
         return found
@@ -98,8 +104,8 @@ def find_bindings(scope: Optional[ET.Element]) -> List[Binding]:
             for node in consumer.findall(kind.value):
                 name = node.get(kind.attribute, "") if kind.attribute else \
                     (node.text or "").strip()
-                found.append(Binding(kind, location, name))
-        if kind.managed:
+                found.append(Binding(kind, location, name, where))
+        if kind.managed and not where:
             # A managed consumer that names no certificate yet is still one to know about.
             found += [Binding(kind, c.get("name", ""), "") for c in scope.findall(kind.consumers)
                       if not c.findall(kind.value)]

@@ -19,7 +19,7 @@ import logging
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from xml.sax.saxutils import escape
 
 from cryptography import x509
@@ -35,6 +35,7 @@ from .settings import CertificateProfile, DeviceKind, FirewallProfile
 log = logging.getLogger(__name__)
 
 DEVICE_XPATH = "/config/devices/entry[@name='localhost.localdomain']"
+PANORAMA_STORE = "/config/panorama/certificate"  # Panorama's own (panorama-ha-bindings §1.6)
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,18 @@ class DeviceView:
 
     certificates: Dict[str, CertificateEntry] = field(default_factory=dict)
     bindings: List[Binding] = field(default_factory=list)
+    # Names a new object must not take although this store lacks them: where the device
+    # might put a request it was asked to make here (a template's, on Panorama).
+    taken: Set[str] = field(default_factory=set)
 
     def references(self, certificate: str) -> List[Binding]:
         """Every consumer that names `certificate`."""
         return [b for b in self.bindings if b.certificate == certificate]
 
     def binding(self, kind: BindingKind, location: str) -> Optional[Binding]:
-        return next((b for b in self.bindings if b.kind == kind and b.location == location),
-                    None)
+        """The consumer `location` of `kind` in the certificate's own scope."""
+        return next((b for b in self.bindings if b.kind == kind and b.location == location
+                     and not b.where), None)
 
     def ca_by_fingerprint(self) -> Dict[bytes, str]:
         return {certs.fingerprint(e.cert): e.name for e in self.certificates.values()
@@ -103,6 +108,7 @@ class CommitOutcome:
 
     committed: bool
     pushes: Tuple[DevicePush, ...] = ()
+    unreached: Optional[str] = None  # committed, but pushed to no firewall: why
 
 
 class PushFailed(PanosError):
@@ -130,8 +136,9 @@ class Device(abc.ABC):
         """Read the inventory (one request, or a few); later reads come from `view`."""
 
     @abc.abstractmethod
-    def generate(self, name: str, profile: CertificateProfile) -> None:
-        """Have the device make the key pair and CSR for `profile` under `name`."""
+    def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
+        """Have the device make the key pair and CSR for `profile` under `name`; `again`:
+        a run that saved this request was stopped before it knew the answer."""
 
     @abc.abstractmethod
     def export_csr(self, name: str) -> str:
@@ -224,7 +231,7 @@ class PanosDevice(Device):
 
     # -- certificates -------------------------------------------------------------------------
 
-    def generate(self, name: str, profile: CertificateProfile) -> None:
+    def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
         """`request certificate generate ... signed-by external` (panos.md §3.3); the target's
         vsys places it (without one the CSR goes to shared)."""
         self.api.op(generate_command(name, profile), write=True, targeted=True)
@@ -330,11 +337,11 @@ class PanoramaOwn(PanosDevice):
                  stopping: Callable[[], bool] = lambda: False) -> None:
         super().__init__(profile, Target(), "/config/panorama", sleep, shared, stopping)
 
-    def generate(self, name: str, profile: CertificateProfile) -> None:
+    def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
         # A session target left by an interrupted template operation would send the key into
         # that template: clear it first (it is sticky per key, §1.3).
         self.api.op(CLEAR_TARGET)
-        super().generate(name, profile)
+        super().generate(name, profile, again)
 
     def export_csr(self, name: str) -> str:
         return _csr_of(self._entry(name), name, self.api.label)
@@ -379,12 +386,16 @@ class PanoramaTemplate(PanosDevice):
         super().__init__(profile, Target(template=None if profile.vsys else profile.template),
                          store, sleep, shared, stopping)
         self.stacks: List[Stack] = []
+        self.unscoped_push = False  # Panorama refused <admin> in commit-all
 
     awaits = "committed on Panorama and pushed to every firewall"
 
     # -- reading: the template, and where it is pushed ------------------------------------
 
     def read(self) -> DeviceView:
+        # A session target left by a run that was killed mid-generate is sticky per key
+        # (§1.3): clear it before anything relies on targets.
+        self.api.op(CLEAR_TARGET)
         template = self.api.get(self.root)
         if template is None:
             raise PanosError(f"{self.api.label}: there is no template '{self.template}' on "
@@ -398,15 +409,29 @@ class PanoramaTemplate(PanosDevice):
                 raise PanosError(f"{self.api.label}: template '{self.template}' has no "
                                  f"{self.profile.vsys}")
         self.view = parse_view(scope)
-        self.stacks = self._stacks()
+        # Where Panorama might put a request meant for the template (§1.5: its own store;
+        # for a vsys, the template's shared store, as with target-tpl-vsys, PAN-257229):
+        # new objects take names free there too, so a probe never lands on a real one.
+        own = self.api.get(PANORAMA_STORE)
+        self.view.taken = {e.get("name", "") for e in
+                           (own.findall("entry") if own is not None else [])}
+        if self.profile.vsys:
+            self.view.taken |= {e.get("name", "") for e in
+                                template.findall("config/shared/certificate/entry")}
+        holding = self._holding()
+        self.stacks = self._stacks(holding)
+        self.view.bindings += self._merged_references(holding)
         return self.view
 
-    def _stacks(self) -> List[Stack]:
+    def _holding(self) -> Dict[str, ET.Element]:
+        """The template stacks that hold the template, by name."""
         listing = self.api.get(f"{DEVICE_XPATH}/template-stack")
         entries = listing.findall("entry") if listing is not None else []
-        holding = {e.get("name", ""): e for e in entries
-                   if self.template in [(m.text or "").strip()
-                                        for m in e.findall("templates/member")]}
+        return {e.get("name", ""): e for e in entries
+                if self.template in [(m.text or "").strip()
+                                     for m in e.findall("templates/member")]}
+
+    def _stacks(self, holding: Dict[str, ET.Element]) -> List[Stack]:
         wanted = list(self.profile.template_stacks) or list(holding)
         for name in wanted:
             if name not in holding:
@@ -420,6 +445,23 @@ class PanoramaTemplate(PanosDevice):
         return [Stack(name, tuple((s, hostnames.get(s, s)) for s in serials[name]))
                 for name in wanted]
 
+    def _merged_references(self, holding: Dict[str, ET.Element]) -> List[Binding]:
+        """Consumers outside the template that its certificates meet on the firewalls: the
+        stacks' own configuration and their other member templates (§1.1), which are
+        merged with it. They keep an old object alive; the agent never repoints them."""
+        found: List[Binding] = []
+        others: Dict[str, None] = {}
+        for name, stack in holding.items():
+            found += _scope_references(stack.find("config"), f"template-stack {name}")
+            for member in stack.findall("templates/member"):
+                if (member.text or "").strip() != self.template:
+                    others[(member.text or "").strip()] = None
+        for other in others:
+            element = self.api.get(f"{DEVICE_XPATH}/template/entry[@name={_literal(other)}]")
+            if element is not None:
+                found += _scope_references(element.find("config"), f"template {other}")
+        return found
+
     def _hostnames(self) -> Dict[str, str]:
         """Serial to hostname, for messages: `show devices all` (§1.2)."""
         root = self.api.op("<show><devices><all/></devices></show>")
@@ -429,19 +471,35 @@ class PanoramaTemplate(PanosDevice):
 
     # -- certificates: in the template's context ------------------------------------------
 
-    def generate(self, name: str, profile: CertificateProfile) -> None:
+    def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
         """In the template's context: the session target, then the generate, then the target
         reset (§1.3). Whether real Panorama makes the CSR in the template is not confirmed
-        (§1.5): where it landed is checked, and anything that landed elsewhere is removed.
-        A Panorama certificate of that name that was there before is Panorama's own, in use
-        perhaps: it is never touched."""
-        stray = f"/config/panorama/certificate/entry[@name={_literal(name)}]"
-        owned_before = self.api.get(stray) is not None
+        (§1.5): where it landed is checked, and what landed elsewhere is removed. A
+        certificate already under that name elsewhere is never touched: the run refuses to
+        generate over it (a generate there would replace its key)."""
+        elsewhere = self._elsewhere(name)
+        for path, where in elsewhere:
+            found = self.api.get(path)
+            if found is None:
+                continue
+            if again and found.find("csr") is not None and found.find("public-key") is None:
+                # The request an interrupted run of ours made there (the state file says
+                # that run asked for it): nothing uses a bare request.
+                log.info("%s: deleting %s, left in %s by an interrupted run", self.api.label,
+                         name, where)
+                self.api.delete(path)
+                continue
+            raise NothingMade(f"{self.api.label}: {name} is already a certificate in {where}; "
+                              "a generate that Panorama put there would replace its key, so "
+                              "none was made. Nothing was ordered; give the certificate "
+                              "profile another object_name")
         self.api.op(self._target_op())
         try:
             try:
                 self.api.op(generate_command(name, profile), write=True)
             except PanosError as exc:
+                if not exc.refused:
+                    raise  # unanswered: it may have been made; the next run looks again
                 raise NothingMade(self._not_made(name, f"it refused: {exc}")) from None
         finally:
             self.api.op(CLEAR_TARGET)
@@ -449,12 +507,23 @@ class PanoramaTemplate(PanosDevice):
         if entry is not None and entry.find("csr") is not None:
             self.view.certificates[name] = CertificateEntry(name, has_key=True)
             return
-        landed = not owned_before and self.api.get(stray) is not None
-        if landed:
-            self.api.delete(stray)
-        raise NothingMade(self._not_made(name, "it made the key in its own store, not in "
-                                               "the template; that key was deleted"
-                                         if landed else "no request appeared in the template"))
+        landed = [(path, where) for path, where in elsewhere if self.api.get(path) is not None]
+        for path, _ in landed:
+            self.api.delete(path)
+        raise NothingMade(self._not_made(
+            name, f"it made the key in {landed[0][1]}, not in the template's store; that key "
+                  "was deleted" if landed else "no request appeared in the template"))
+
+    def _elsewhere(self, name: str) -> List[Tuple[str, str]]:
+        """(xpath, description) of where Panorama might put a request meant for the
+        template's store (see read)."""
+        places = [(f"{PANORAMA_STORE}/entry[@name={_literal(name)}]",
+                   "Panorama's own store")]
+        if self.profile.vsys:
+            places.append((f"{self.root}/config/shared/certificate/entry"
+                           f"[@name={_literal(name)}]",
+                           f"template '{self.template}' shared"))
+        return places
 
     def _not_made(self, name: str, why: str) -> str:
         return (f"Panorama {self.profile.panorama} did not make the key and CSR for {name} in "
@@ -497,49 +566,101 @@ class PanoramaTemplate(PanosDevice):
     # -- commit, then push ------------------------------------------------------------------
 
     def commit(self) -> CommitOutcome:
-        """Commit this admin's changes on Panorama, then push each stack (its devices get
-        Panorama's running configuration, so no other admin's pending change goes with it)
-        and require OK from every device (§2.3, §2.4). The push is made even when Panorama
-        had nothing left to commit: an earlier run's push may have failed."""
+        """Commit this admin's changes on Panorama, then push each stack and require OK from
+        the job and from every firewall the stack holds (§2.3, §2.4). The push is made even
+        when Panorama had nothing left to commit: an earlier run's push may have failed."""
         committed = self._commit_own()
         pushes: List[DevicePush] = []
+        problems: List[str] = []
         for stack in self.stacks:
-            pushes += self._push(stack)
-        if not self.stacks:
-            log.warning("%s: template '%s' is in no template stack: nothing was pushed",
-                        self.api.label, self.template)
+            try:
+                stack_pushes, problem = self._push(stack)
+            except PanosError as exc:  # not started, or not finished in push_timeout
+                stack_pushes, problem = [], str(exc)
+            pushes += stack_pushes
+            problems += [problem] if problem else []
         failed = [p for p in pushes if not p.ok]
-        if failed:
+        if failed or problems:
+            counted = f" on {len(failed)} of {len(pushes)} firewalls" if failed else ""
             raise PushFailed(
                 f"committed on Panorama {self.profile.panorama}, but the push of template "
-                f"'{self.template}' failed on {len(failed)} of {len(pushes)} firewalls: " +
-                "; ".join(f"{p.describe()}: {p.status}: {' / '.join(p.details) or p.result}"
-                          for p in failed) +
+                f"'{self.template}' failed{counted}: " +
+                "; ".join([f"{p.describe()}: {p.status}: {' / '.join(p.details) or p.result}"
+                           for p in failed] + problems) +
                 " (the next run pushes again; it orders nothing)", pushes)
-        return CommitOutcome(committed, tuple(pushes))
+        unreached = None
+        if not pushes:
+            # Committed, but on no firewall: not a success (pan-os-ansible #400), and no
+            # failure either; the certificate waits, and each run pushes again.
+            unreached = f"template '{self.template}' is in no template stack" \
+                if not self.stacks else "its template stacks hold no firewall"
+            log.warning("%s: committed on Panorama, but pushed to no firewall: %s",
+                        self.api.label, unreached)
+        return CommitOutcome(committed, tuple(pushes), unreached)
 
-    def _push(self, stack: Stack) -> List[DevicePush]:
+    def _push(self, stack: Stack) -> Tuple[List[DevicePush], Optional[str]]:
+        """Push one stack; its firewalls' results, and what went wrong beyond them."""
         label = self.api.label
-        description = escape(self.profile.commit_description)
-        job = self.api.commit(f"<commit-all><template-stack><name>{escape(stack.name)}</name>"
-                              f"<description>{description}</description></template-stack>"
-                              "</commit-all>", action="all")
+        job = self._start_push(stack)
         if job is None:
-            raise PanosError(f"{label}: the push of template stack {stack.name} was not "
-                             "started (no job)")
+            return [], f"the push of template stack {stack.name} was not started (no job)"
         log.info("%s: push of template stack %s started (job %s)", label, stack.name, job)
         result = self.api.wait_job(job, self.profile.push_timeout, what="push job",
                                    devices=True)
         pushes = [_device_push(stack.name, entry)
                   for entry in result.element.findall("devices/entry")]
-        if not pushes:
-            # A push that lists no device pushes nothing (pan-os-ansible #400).
-            log.warning("%s: the push of template stack %s reached no firewall (its device "
-                        "list is empty)", label, stack.name)
+        # A firewall of the stack that the job does not list was not pushed to.
+        listed = {p.serial for p in pushes}
+        pushes += [DevicePush(stack=stack.name, serial=serial, hostname=hostname,
+                              result="", status="not in the push job")
+                   for serial, hostname in stack.devices if serial not in listed]
         for push in pushes:
             log.info("%s: push of %s to %s: %s", label, stack.name, push.describe(),
                      push.status or push.result)
-        return pushes
+        if not pushes:
+            log.warning("%s: template stack %s holds no firewall: its push reached none",
+                        label, stack.name)
+        if result.result != "OK" and all(p.ok for p in pushes):
+            # Every firewall fine, yet the job failed: Panorama's own words say why.
+            return pushes, f"push job {job} of template stack {stack.name} ended " \
+                           f"{result.result or 'without a result'}" + \
+                           (f": {' / '.join(d for d in result.details if d)}"
+                            if any(result.details) else "")
+        return pushes, None
+
+    def _start_push(self, stack: Stack) -> Optional[str]:
+        """`commit-all` of one stack, limited to this admin's changes (PAN-OS 10.2+), so
+        that what another admin committed on Panorama but did not push stays unpushed
+        (§2.2). Older releases refuse `<admin>` there ("unexpected here", pan-os-python
+        #515): then the push carries every admin's committed changes, and the
+        administrator is told once."""
+        name = f"<name>{escape(stack.name)}</name>"
+        description = f"<description>{escape(self.profile.commit_description)}</description>"
+        if not self.unscoped_push:
+            try:
+                return self.api.commit(
+                    f"<commit-all><template-stack>{name}{description}<admin><member>"
+                    f"{escape(self.profile.admin)}</member></admin></template-stack>"
+                    "</commit-all>", action="all")
+            except PanosError as exc:
+                if not exc.refused or "unexpected" not in str(exc):
+                    raise
+                log.info("%s: Panorama refuses <admin> in commit-all; pushing without it",
+                         self.api.label)
+                self.unscoped_push = True
+        return self.api.commit(f"<commit-all><template-stack>{name}{description}"
+                               "</template-stack></commit-all>", action="all")
+
+    def notices(self) -> List[Notice]:
+        notices = super().notices()
+        if self.unscoped_push:
+            notices.append(Notice(
+                f"unscoped push {self.profile.panorama}",
+                f"{self.api.label}: Panorama refuses a push limited to admin "
+                f"{self.profile.admin} (before PAN-OS 10.2), so the agent's pushes carry "
+                "every administrator's changes committed on Panorama; push others' changes "
+                "before the agent runs, or upgrade Panorama"))
+        return notices
 
     def commit_text(self) -> str:
         text = f"commit Panorama {self.profile.panorama} (partial, admin {self.profile.admin})"
@@ -620,6 +741,14 @@ def parse_entry(entry: ET.Element) -> CertificateEntry:
                         entry.get("name"))
     return CertificateEntry(entry.get("name", ""), entry.find("private-key") is not None,
                             cert, (entry.findtext("status") or "valid").strip())
+
+
+def _scope_references(config: Optional[ET.Element], where: str) -> List[Binding]:
+    """The bindings in a template's (or stack's) `config`: its shared scope and each vsys."""
+    if config is None:
+        return []
+    scopes = [config.find("shared")] + config.findall("devices/entry/vsys/entry")
+    return [b for scope in scopes for b in find_bindings(scope, where) if b.certificate]
 
 
 def parse_view(scope: Optional[ET.Element]) -> DeviceView:

@@ -25,13 +25,15 @@ class EulaNotAccepted(AgentError):
 
 
 class PanosError(AgentError):
-    """The firewall refused a request or could not be reached."""
+    """The firewall refused a request or could not be reached. `refused`: the device
+    answered with an error (so it did not do what was asked)."""
 
     def __init__(self, message: str, code: Optional[str] = None,
-                 lines: Sequence[str] = ()) -> None:
+                 lines: Sequence[str] = (), refused: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.lines = list(lines)
+        self.refused = refused
 
 
 class ScmError(AgentError):

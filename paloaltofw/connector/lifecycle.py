@@ -374,7 +374,17 @@ class DeviceRun:
         for cert in taking_part:
             cert.result.done.append(step)
             cert.result.pushes = list(outcome.pushes)
-            self._committed(cert)
+            pending = cert.state.pending
+            if outcome.unreached and pending is not None and \
+                    pending.stage is Stage.INSTALLED and not cert.result.failed:
+                # Committed on Panorama but on no firewall: not done. The stage stays, so
+                # each run pushes again (and orders nothing) until a firewall takes it.
+                cert.result.outcome, cert.result.object = Outcome.CHANGED, pending.object
+                cert.result.message = f"committed on Panorama as {pending.object}, but " \
+                    f"pushed to no firewall ({outcome.unreached}); each run pushes again"
+                self.store.save(cert.state)
+            else:
+                self._committed(cert)
 
     def _uncommitted(self, cert: Certificate, exc: Optional[Exception] = None) -> str:
         pending = cert.state.pending

@@ -221,7 +221,7 @@ class XmlApi:
             return root
         lines = message_lines(root)
         raise PanosError(f"{self.label}: {' '.join(lines) or 'error'}"
-                         + (f" (code {code})" if code else ""), code, lines)
+                         + (f" (code {code})" if code else ""), code, lines, refused=True)
 
     def _renew_key(self) -> bool:
         """After a 403: forget the key so the next request makes one by keygen (True), when

@@ -378,7 +378,7 @@ def bind_targets(profile: CertificateProfile, view: DeviceView, new: str,
     targets = [(SSL_TLS_SERVICE_PROFILE, name) for name in profile.ssl_tls_service_profiles]
     if old and old != new:
         targets += [(b.kind, b.location) for b in view.bindings
-                    if b.kind.managed and b.certificate == old]
+                    if b.kind.managed and b.certificate == old and not b.where]
     out = []
     for kind, location in dict.fromkeys(targets):
         current = view.binding(kind, location)
@@ -392,7 +392,8 @@ def new_object(profile: CertificateProfile, view: DeviceView, now: dt.datetime,
     """The profile's object name when it is free, else `<name>-YYYYMMDD`, then `-2`, `-3`…
     on the same day: predictable and within 63 characters (config.py keeps the base short
     enough). `freed`: names the run will have deleted by then."""
-    taken = {n.lower() for n in view.certificates if n not in freed}
+    taken = {n.lower() for n in view.certificates if n not in freed} | \
+        {n.lower() for n in view.taken}
     if profile.object_name.lower() not in taken:
         return profile.object_name
     stem = f"{profile.object_name}-{now:%Y%m%d}"

@@ -121,6 +121,7 @@ class Steps:
     def _generate(self, cert: Certificate, step: Step) -> None:
         """Save the request as `generated`, then have the device make the key and CSR."""
         profile, state = cert.profile, cert.state
+        again = state.pending is not None  # saved by a run that did not see the answer
         if state.pending is None:
             log.info("%s: replacing the certificate on %s: %s", profile.name, self.device.name,
                      step.reason)
@@ -139,7 +140,7 @@ class Steps:
         log.info("%s: generating %s key and CSR on %s as %s", profile.name, profile.key.label,
                  self.device.name, step.object)
         try:
-            self.device.generate(step.object, profile)
+            self.device.generate(step.object, profile, again)
         except NothingMade:
             # The device made nothing and left nothing: no request is pending any more.
             state.note("not generated", object=step.object)

@@ -19,7 +19,10 @@
   uncommitted, acme.sh PR #6915) and `shared-object` (which leaves /config/shared).
 * **Pushes.** `type=commit&action=all` with `<commit-all><template-stack><name>S</name>`
   (or `<template><name>T</name>`: every stack holding T) pushes Panorama's *running*
-  configuration, so pending changes of any admin never reach a firewall. The CommitAll job
+  configuration, so uncommitted changes of any admin never reach a firewall. With
+  `<admin><member>U</member></admin>` (PAN-OS 10.2+, §2.2) it pushes what the stack's last
+  push came from plus U's changes committed since: another admin's committed but unpushed
+  change stays on Panorama (the lab's model of "push scope: admin"). The CommitAll job
   reads FIN after `push_duration`, before its devices, which finish after
   `device_push_duration` (§2.3: the top-level `tfin` is earlier than the devices'). Each
   device then holds the stack's merged configuration (stack first, then its templates in
@@ -44,13 +47,14 @@ import hashlib
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from defusedxml import ElementTree as SafeET
 
 from .panos import (SW_VERSION, XML, Admin, PanosService, PanosSettings, _first, envelope,
                     error_response, escape)
-from .panos_config import DEVICE, Change, ConfigError, cdata, panos_time, stack_config
+from .panos_config import (DEVICE, Change, ConfigError, apply_change, cdata, panos_time,
+                           stack_config)
 from .server import Response
 
 BASE = f"/config/devices/entry[@name='{DEVICE}']"
@@ -119,6 +123,10 @@ class PanoramaService(PanosService):
         self.push_log: List[PushJob] = []  # finished pushes, for tests
         self._targets: Dict[str, Tuple[str, Optional[str]]] = {}
         self._synced: Dict[Tuple[str, str], str] = {}  # (stack, serial) -> pushed digest
+        # For pushes limited to admins: every change committed on Panorama, and per stack
+        # the Panorama tree its last push came from, with the committed changes in it.
+        self._committed_log: List[Change] = []
+        self._pushed_from: Dict[str, Tuple[ET.Element, Set[int]]] = {}
         self._push_lock = self._lock  # job ids are shared with the commit jobs
         with self.store.lock:
             for tree in self.store.direct():
@@ -144,7 +152,7 @@ class PanoramaService(PanosService):
         """Every stack pushed at once, without a job: as if done long before the lab started."""
         for stack in self._stack_names():
             for serial in self._stack_serials(stack):
-                layer = self._layer(stack)
+                layer = self._layer(stack, record=True)
                 self.managed[serial].receive_push(layer, stack)
                 self._synced[(stack, serial)] = _digest(layer)
 
@@ -292,12 +300,14 @@ class PanoramaService(PanosService):
         if scope.tag == "template":
             self._template_root(name)
         only = {(m.text or "").strip() for m in scope.findall("device/member")}
+        admins = {(m.text or "").strip() for m in scope.findall("admin/member")}
         layers: Dict[str, ET.Element] = {}
         sources: Dict[str, str] = {}
         for stack in stacks:
             for serial in self._stack_serials(stack):
                 if (not only or serial in only) and serial not in layers:
-                    layers[serial], sources[serial] = self._layer(stack), stack
+                    layers[serial] = self._layer(stack, admins, record=True)
+                    sources[serial] = stack
         devices = [DevicePush(s, self.managed[s].hostname if s in self.managed else s)
                    for s in layers]
         with self._push_lock:
@@ -310,9 +320,33 @@ class PanoramaService(PanosService):
             f"<msg><line>Push job enqueued with jobid {job.id}</line></msg>"
             f"<job>{job.id}</job>")), XML)
 
-    def _layer(self, stack: str) -> ET.Element:
+    def committed(self, changes: List[Change]) -> None:
         with self.store.lock:
-            return stack_config(self.store.running, stack)
+            self._committed_log.extend(changes)
+
+    def _layer(self, stack: str, admins: AbstractSet[str] = frozenset(),
+               record: bool = False) -> ET.Element:
+        """What a push of `stack` gives its firewalls. A full push: Panorama's running
+        configuration. Limited to `admins`: what the stack's last push came from, plus the
+        changes those admins committed since; others' committed changes stay unpushed.
+        `record`: this is the push (its source is kept for the next one)."""
+        with self.store.lock:
+            if not admins or stack not in self._pushed_from:
+                tree = copy.deepcopy(self.store.running)
+                seen = {id(c) for c in self._committed_log}
+            else:
+                base, included = self._pushed_from[stack]
+                tree, seen = copy.deepcopy(base), set(included)
+                for change in self._committed_log:
+                    if change.admin in admins and id(change) not in seen:
+                        try:
+                            apply_change(tree, change, stamp=False)
+                        except ConfigError:
+                            pass  # overtaken by a change already pushed
+                        seen.add(id(change))
+            if record:
+                self._pushed_from[stack] = (tree, seen)
+            return stack_config(tree, stack)
 
     def _stack_names(self) -> List[str]:
         with self.store.lock:

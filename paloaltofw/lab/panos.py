@@ -528,6 +528,9 @@ class PanosService(Service):
                     continue
                 self._finish(job)
 
+    def committed(self, changes: List[Change]) -> None:
+        """Called with the changes a commit has just made running (Panorama keeps them)."""
+
     def _finish(self, job: Job) -> None:
         job.status = "FIN"
         job.finished = dt.datetime.now()
@@ -541,6 +544,7 @@ class PanosService(Service):
                 job.details = ["Validation Error:"] + problems + ["Commit failed"]
             else:
                 self.store.install(new_running, job.changes)
+                self.committed(job.changes)
                 job.result = "OK"
                 size = len(ET.tostring(new_running)) // 1024 + 1
                 job.details = [f"Local configuration size: {size} KB",

@@ -165,8 +165,13 @@ def scopes(root: ET.Element) -> Iterator[Tuple[str, ET.Element]]:
 
 def reference_sites(root: ET.Element) -> Iterator[Site]:
     for prefix, config in config_roots(root):
+        # A template stack's own nodes resolve in the stack as its firewalls get it: its
+        # config merged with its member templates' (so a stack profile may name a template's
+        # certificate, §1.1).
+        resolve = stack_config(root, prefix.split(" -> ")[1]) \
+            if prefix.startswith("template-stack -> ") else config
         for site in _sites(config, prefix):
-            site.config = config
+            site.config = resolve
             yield site
 
 
