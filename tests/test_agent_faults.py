@@ -493,10 +493,10 @@ def test_a_surprise_in_one_certificate_leaves_the_others_of_its_firewall_committ
     if where == "generate":
         real_generate = Firewall.generate
 
-        def generate(self: Any, name: str, profile: Any) -> None:
+        def generate(self: Any, name: str, profile: Any, again: bool = False) -> None:
             if profile.name == victim:
                 raise ValueError("a surprise")
-            real_generate(self, name, profile)
+            real_generate(self, name, profile, again)
         monkeypatch.setattr(Firewall, "generate", generate)
     else:
         real_collect = OrderDesk.collect
