@@ -25,7 +25,7 @@ def main() -> int:
     parallel = int(sys.argv[2])
     context = ssl.create_default_context(cafile=info["ca_bundle"])
     body = urllib.parse.urlencode({"type": "config", "action": "get",
-                                   "xpath": "/config/shared"})
+                                   "xpath": "/config"})  # the agent's one read
 
     def read(firewall: dict) -> int:
         url = urllib.parse.urlsplit(firewall["url"])

@@ -52,7 +52,7 @@ def test_first_enrollment_one_order_per_certificate_one_commit_per_firewall(
     commits = successful_commits(got["panos"])
     assert per_firewall(commits) == {f"lab-fw-{n:02d}": 1 for n in range(1, FIREWALLS + 1)}
     reads = [e for e in got["panos"] if e.get("action") == "get"
-             and e["summary"].endswith("xpath=/config/shared")]
+             and e["summary"].endswith("xpath=/config")]
     assert len(reads) == FIREWALLS
 
 
@@ -91,7 +91,7 @@ def test_renewal_of_every_certificate_one_commit_per_firewall(small_fleet: Any) 
     assert per_firewall(commits) == {f"lab-fw-{n:02d}": 1 for n in range(1, FIREWALLS + 1)}
     deletes = [e for e in got["panos"] if e.get("action") == "delete"]
     assert len(deletes) == FIREWALLS * PER_FIREWALL
-    reads = [e for e in got["panos"] if e["summary"].endswith("xpath=/config/shared")]
+    reads = [e for e in got["panos"] if e["summary"].endswith("xpath=/config")]
     assert len(reads) == FIREWALLS
     collects = [e for e in got["scm"] if e["method"] == "GET"]
     assert len(collects) == 3 * FIREWALLS * PER_FIREWALL  # two pending answers, then issued

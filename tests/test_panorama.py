@@ -89,7 +89,7 @@ def test_a_template_certificate_reaches_every_firewall_and_renews_within_31_char
     assert sorted((p["hostname"], p["stack"], p["result"]) for p in row["pushes"]) == [
         ("lab-fw-01", "stack-a", "OK"), ("lab-fw-02", "stack-a", "OK"),
         ("lab-fw-03", "stack-b", "OK")]
-    assert report["summary"]["pushes"] == 3 and report["schema_version"] == "1.1"
+    assert report["summary"]["pushes"] == 3 and report["schema_version"] == "1.2"
     # Panorama holds it in the template, committed.
     panorama = pano.lab.panorama.running_tree()
     assert entry(panorama, TEMPLATE_SHARED, BRANCH).find("private-key") is not None

@@ -29,7 +29,7 @@ from .errors import ConfigError
 from .fields import (ENCRYPTED_MARKER, Decryptor, Fields, check_private, did_you_mean,
                      read_yaml, resolve)
 from .settings import (APIS, DIGESTS, ENCRYPTION_MODES, HTTPS_PORT, KEY_TYPES, LOG_LEVELS,
-                       PROFILES_DIR, STATE_DIR, VALIDATIONS,
+                       PROFILES_DIR, STATE_DIR, VALIDATIONS, BindingSettings,
                        CertificateProfile, Config, DeviceKind, EmailSettings, EncryptionSettings,
                        FirewallProfile, KeySpec, LoggingSettings, NotificationSettings,
                        OrderSettings, RenewalWindow, ScmCredentials, ScmSettings, Subject,
@@ -60,7 +60,10 @@ VIA_FIELDS = ("type", "via", "serial", "vsys")
 DEVICE_KINDS = tuple(k.value for k in DeviceKind)
 CERTIFICATE_FIELDS = ("firewall", "object_name", "validation", "common_name",
                       "subject_alt_names", "subject", "key", "digest", "scm",
-                      "renew_before_days", "renew_before", "ssl_tls_service_profiles")
+                      "renew_before_days", "renew_before", "ssl_tls_service_profiles",
+                      "bindings")
+BINDING_FIELDS = ("management_ui", "globalprotect_portals", "globalprotect_gateways",
+                  "decryption_rules", "ike_gateways", "follow")
 SUBJECT_FIELDS = ("organization", "organizational_unit", "locality", "state", "country",
                   "email")
 ORDER_FIELDS = ("profile_id", "term", "org_id", "comments", "external_requester",
@@ -486,7 +489,32 @@ def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile],
         validation=validation, common_name=common_name, subject_alt_names=tuple(sans),
         subject=_subject(fields.section("subject")), key=_key(fields),
         digest=fields.choice("digest", DIGESTS, CertificateProfile.digest), order=order,
-        renewal=window, ssl_tls_service_profiles=tuple(services))
+        renewal=window, ssl_tls_service_profiles=tuple(services),
+        bindings=_bindings(fields.section("bindings"), device))
+
+
+def _bindings(fields: Fields, device: FirewallProfile) -> BindingSettings:
+    fields.only(BINDING_FIELDS)
+    lists = {}
+    for key in BINDING_FIELDS[1:5]:
+        lists[key] = tuple(fields.names(key))
+        for index, value in enumerate(lists[key]):
+            if len(value) > MAX_OBJECT_NAME or not SERVICE_PROFILE_NAME.fullmatch(value):
+                raise fields.error(f"{key}[{index}]", f"'{value}' is not a valid name")
+    settings = BindingSettings(
+        management_ui=fields.flag("management_ui", BindingSettings.management_ui),
+        follow=fields.flag("follow", BindingSettings.follow), **lists)
+    if device.kind is DeviceKind.PANORAMA and (any(lists.values()) or settings.management_ui):
+        raise fields.error("management_ui" if settings.management_ui else
+                           next(k for k, v in lists.items() if v),
+                           "Panorama's own certificate feeds its SSL/TLS service profiles "
+                           "only; choose the web interface's profile under Panorama > Setup "
+                           "> Management")
+    if settings.management_ui and device.vsys:
+        raise fields.error("management_ui", f"the management interface uses shared "
+                                            f"certificates, and {device.name} keeps this one "
+                                            f"in {device.vsys}")
+    return settings
 
 
 def _key(fields: Fields) -> KeySpec:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -25,8 +26,8 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 
 from . import certs, http
-from .bindings import (SSL_TLS_SERVICE_PROFILE, Binding, BindingKind, consumer_xpath,
-                       find_bindings)
+from .bindings import (DEVICE, DEVICE_SCOPE, SSL_TLS_SERVICE_PROFILE, STORE, VSYS, Binding,
+                       BindingKind, consumer_xpath, find_bindings)
 from .errors import AgentError, PanosError
 from .panos import Target, XmlApi
 from .results import DevicePush
@@ -34,7 +35,8 @@ from .settings import CertificateProfile, DeviceKind, FirewallProfile
 
 log = logging.getLogger(__name__)
 
-DEVICE_XPATH = "/config/devices/entry[@name='localhost.localdomain']"
+DEVICE_PATH = "/devices/entry[@name='localhost.localdomain']"
+DEVICE_XPATH = f"/config{DEVICE_PATH}"
 PANORAMA_STORE = "/config/panorama/certificate"  # Panorama's own (panorama-ha-bindings §1.6)
 
 
@@ -81,15 +83,62 @@ class DeviceView:
     # Names a new object must not take although this store lacks them: where the device
     # might put a request it was asked to make here (a template's, on Panorama).
     taken: Set[str] = field(default_factory=set)
+    store_scope: str = ""  # the certificates' scope: "shared", "vsys1", "panorama"
+    # For a shared store: each vsys's own certificate names. A vsys consumer naming one of
+    # those means the vsys's certificate, not the shared one of the same name.
+    vsys_names: Dict[str, Set[str]] = field(default_factory=dict)
+
+    def _means_ours(self, binding: Binding, name: str) -> bool:
+        return binding.certificate == name and \
+            name not in self.vsys_names.get(binding.scope, set())
 
     def references(self, certificate: str) -> List[Binding]:
-        """Every consumer that names `certificate`."""
-        return [b for b in self.bindings if b.certificate == certificate]
+        """Every consumer that names `certificate` (directly; see `profile_users`)."""
+        return [b for b in self.bindings
+                if not b.kind.via_profile and self._means_ours(b, certificate)]
 
-    def binding(self, kind: BindingKind, location: str) -> Optional[Binding]:
-        """The consumer `location` of `kind` in the certificate's own scope."""
+    def binding(self, kind: BindingKind, location: str,
+                scope: Optional[str] = None) -> Optional[Binding]:
+        """Consumer `location` of `kind` (of a listed kind: its first member) in `scope`
+        (default: the certificates' own scope), on this device."""
+        scope = self.store_scope if scope is None else scope
         return next((b for b in self.bindings if b.kind == kind and b.location == location
-                     and not b.where), None)
+                     and b.scope == scope and not b.where), None)
+
+    def members(self, kind: BindingKind, location: str, scope: str) -> List[str]:
+        """What a listed consumer names, in order."""
+        return [b.certificate for b in self.bindings if b.kind == kind and not b.where
+                and b.location == location and b.scope == scope and b.certificate]
+
+    def find(self, kinds: Sequence[BindingKind], location: str) -> List[Binding]:
+        """The consumers named `location` of any of `kinds`, in any scope of this device."""
+        return [b for b in self.bindings if b.kind in kinds and b.location == location
+                and not b.where]
+
+    def profile_scope(self, consumer_scope: str, profile: str) -> str:
+        """Where the SSL/TLS profile a consumer names lives: its own vsys's, else shared."""
+        if self.binding(SSL_TLS_SERVICE_PROFILE, profile, consumer_scope) is not None:
+            return consumer_scope
+        return "shared" if self.store_scope != "" else ""
+
+    def profile_users(self, scope: str, profile: str) -> List[Binding]:
+        """The consumers that use SSL/TLS profile `profile` of `scope`."""
+        return [b for b in self.bindings if b.kind.via_profile and not b.where and
+                b.certificate == profile and
+                self.profile_scope(b.scope if b.scope != DEVICE_SCOPE else "shared",
+                                   profile) == scope]
+
+    def consumers(self, certificate: str) -> List[Tuple[str, bool]]:
+        """(consumer, managed) for everything that uses `certificate`: what names it, and
+        what uses an SSL/TLS profile that names it (`status` lists them)."""
+        found: List[Tuple[str, bool]] = []
+        for binding in self.references(certificate):
+            found.append((binding.describe(), binding.kind.managed and not binding.where))
+            if binding.kind == SSL_TLS_SERVICE_PROFILE:
+                found += [(f"{user.describe() if user.location else user.kind.title} "
+                           f"(through {binding.describe()})", True)
+                          for user in self.profile_users(binding.scope, binding.location)]
+        return found
 
     def ca_by_fingerprint(self) -> Dict[bytes, str]:
         return {certs.fingerprint(e.cert): e.name for e in self.certificates.values()
@@ -153,9 +202,11 @@ class Device(abc.ABC):
         """Import a CA certificate (no key) under `name`."""
 
     @abc.abstractmethod
-    def bind(self, kind: BindingKind, location: str, certificate: str) -> None:
-        """Point consumer `location` of `kind` at `certificate` (creating it if the kind allows
-        and the device has none)."""
+    def bind(self, kind: BindingKind, location: str, name: str, scope: str = "",
+             replaces: Optional[str] = None) -> None:
+        """Make consumer `location` of `kind` in `scope` (default: the store's) name `name`
+        (creating it if the kind allows and the device has none); in a listed consumer, in
+        place of `replaces`."""
 
     @abc.abstractmethod
     def delete(self, name: str) -> None:
@@ -200,6 +251,7 @@ class PanosDevice(Device):
         self.name = profile.name
         self.api = XmlApi(profile, target, sleep=sleep, shared=shared, stopping=stopping)
         self.store = store  # xpath of the store's scope: its certificates and consumers
+        self.config_root = "/config"  # xpath of the configuration tree the store is in
         self.view = DeviceView()
         self.name_limit = profile.object_name_limit
 
@@ -225,8 +277,9 @@ class PanosDevice(Device):
     # -- reading --------------------------------------------------------------------------
 
     def read(self) -> DeviceView:
-        """One `get` of the store's scope: its certificates and every binding in it."""
-        self.view = parse_view(self.api.get(self.store))
+        """One `get` of the configuration: the store's certificates, and every consumer
+        that can name them (parse_config)."""
+        self.view = parse_config(self.api.get(self.config_root), self.profile.vsys)
         return self.view
 
     # -- certificates -------------------------------------------------------------------------
@@ -271,15 +324,41 @@ class PanosDevice(Device):
 
     # -- bindings ---------------------------------------------------------------------------
 
-    def bind(self, kind: BindingKind, location: str, certificate: str) -> None:
-        existing = self.view.binding(kind, location)
+    def scope_root(self, scope: str) -> str:
+        """The xpath of a scope label's element (Binding.scope)."""
+        if scope in ("", self.view.store_scope):
+            return self.store
+        return self.config_root + ("/shared" if scope == "shared" else
+                                   DEVICE_PATH if scope == DEVICE_SCOPE else
+                                   f"{DEVICE_PATH}/vsys/entry[@name={_literal(scope)}]")
+
+    def bind(self, kind: BindingKind, location: str, name: str, scope: str = "",
+             replaces: Optional[str] = None) -> None:
+        """Make consumer `location` of `kind` in `scope` name `name` (a certificate, or for
+        a via_profile kind an SSL/TLS profile); in a listed consumer, in place of
+        `replaces` (or added)."""
+        scope = scope or self.view.store_scope
+        root = self.scope_root(scope)
+        existing = self.view.binding(kind, location, scope)
+        if kind.listed:
+            members = self.view.members(kind, location, scope)
+            names = list(dict.fromkeys(name if m == replaces else m for m in members)) \
+                if replaces in members else members + [name]
+            xpath = f"{consumer_xpath(root, kind, location)}/{kind.list_path()}"
+            self.api.edit(xpath, kind.list_element(names))
+            self.view.bindings = [b for b in self.view.bindings if not (
+                b.kind == kind and b.location == location and b.scope == scope)]
+            self.view.bindings += [Binding(kind, location, n, scope) for n in names]
+            return
         if existing is not None:
-            self.api.set(consumer_xpath(self.store, kind, location), kind.element(certificate))
+            self.api.set(consumer_xpath(root, kind, location), kind.element(name))
             self.view.bindings.remove(existing)
-        else:
-            parent, element = kind.created(location, certificate)
-            self.api.set(f"{self.store}/{parent}", element)
-        self.view.bindings.append(Binding(kind, location, certificate))
+        elif kind.template is not None:
+            parent, element = kind.created(location, name)
+            self.api.set(f"{root}/{parent}", element)
+        else:  # an existing consumer that named nothing of this kind yet
+            self.api.set(consumer_xpath(root, kind, location), kind.element(name))
+        self.view.bindings.append(Binding(kind, location, name, scope))
 
     # -- commit ---------------------------------------------------------------------------
 
@@ -337,6 +416,11 @@ class PanoramaOwn(PanosDevice):
                  stopping: Callable[[], bool] = lambda: False) -> None:
         super().__init__(profile, Target(), "/config/panorama", sleep, shared, stopping)
 
+    def read(self) -> DeviceView:
+        """Panorama's own store and its profiles, alone: one `get` of /config/panorama."""
+        self.view = parse_view(self.api.get(self.store), "panorama")
+        return self.view
+
     def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
         # A session target left by an interrupted template operation would send the key into
         # that template: clear it first (it is sticky per key, §1.3).
@@ -385,6 +469,7 @@ class PanoramaTemplate(PanosDevice):
         # instead, as target-tpl-vsys is ignored before PAN-OS 12.1 (§1.3, PAN-257229).
         super().__init__(profile, Target(template=None if profile.vsys else profile.template),
                          store, sleep, shared, stopping)
+        self.config_root = f"{self.root}/config"
         self.stacks: List[Stack] = []
         self.unscoped_push = False  # Panorama refused <admin> in commit-all
 
@@ -401,14 +486,12 @@ class PanoramaTemplate(PanosDevice):
             raise PanosError(f"{self.api.label}: there is no template '{self.template}' on "
                              f"Panorama {self.profile.panorama}")
         # One read of the whole template: it exists, and its store's scope is in it.
-        scope = template.find("config/shared")
-        if self.profile.vsys:
-            scope = next((v for v in template.findall("config/devices/entry/vsys/entry")
-                          if v.get("name") == self.profile.vsys), None)
-            if scope is None:
-                raise PanosError(f"{self.api.label}: template '{self.template}' has no "
-                                 f"{self.profile.vsys}")
-        self.view = parse_view(scope)
+        if self.profile.vsys and not any(
+                v.get("name") == self.profile.vsys
+                for v in template.findall("config/devices/entry/vsys/entry")):
+            raise PanosError(f"{self.api.label}: template '{self.template}' has no "
+                             f"{self.profile.vsys}")
+        self.view = parse_config(template.find("config"), self.profile.vsys)
         # Where Panorama might put a request meant for the template (§1.5: its own store;
         # for a vsys, the template's shared store, as with target-tpl-vsys, PAN-257229):
         # new objects take names free there too, so a probe never lands on a real one.
@@ -744,21 +827,53 @@ def parse_entry(entry: ET.Element) -> CertificateEntry:
 
 
 def _scope_references(config: Optional[ET.Element], where: str) -> List[Binding]:
-    """The bindings in a template's (or stack's) `config`: its shared scope and each vsys."""
+    """The bindings in a template's (or stack's) `config`, in every scope."""
     if config is None:
         return []
-    scopes = [config.find("shared")] + config.findall("devices/entry/vsys/entry")
-    return [b for scope in scopes for b in find_bindings(scope, where) if b.certificate]
+    return [dataclasses.replace(b, where=where) for b in parse_config(config, None).bindings
+            if b.certificate]
 
 
-def parse_view(scope: Optional[ET.Element]) -> DeviceView:
-    view = DeviceView()
+def parse_view(scope: Optional[ET.Element], label: str = "") -> DeviceView:
+    """A store's scope alone: its certificates and the bindings in it (Panorama's own)."""
+    view = DeviceView(store_scope=label)
     if scope is None:
         return view
     for element in scope.findall("certificate/entry"):
         entry = parse_entry(element)
         view.certificates[entry.name] = entry
-    view.bindings = find_bindings(scope)
+    view.bindings = find_bindings(scope, label=label)
+    return view
+
+
+def parse_config(config: Optional[ET.Element], vsys: Optional[str]) -> DeviceView:
+    """A firewall's configuration (or a template's): the certificates of the store the
+    profile names (shared, or `vsys`), and every consumer that can see them: for shared,
+    those in shared, in every vsys (a vsys may name a shared certificate, §5) and at device
+    level; for a vsys, those in it and at device level."""
+    label = vsys or "shared"
+    view = DeviceView(store_scope=label)
+    if config is None:
+        return view
+    shared = config.find("shared")
+    device = next((d for d in config.findall("devices/entry")
+                   if d.get("name") == "localhost.localdomain"), None)
+    vsyses = {v.get("name", ""): v for v in device.findall("vsys/entry")} \
+        if device is not None else {}
+    store = vsyses.get(vsys) if vsys else shared
+    if store is not None:
+        for element in store.findall("certificate/entry"):
+            entry = parse_entry(element)
+            view.certificates[entry.name] = entry
+    if vsys:
+        view.bindings = find_bindings(store, label=label, lives=(STORE, VSYS))
+    else:
+        view.bindings = find_bindings(shared, label="shared")
+        for name, element in vsyses.items():
+            view.bindings += find_bindings(element, label=name, lives=(STORE, VSYS))
+            view.vsys_names[name] = {e.get("name", "")
+                                     for e in element.findall("certificate/entry")}
+    view.bindings += find_bindings(device, label=DEVICE_SCOPE, lives=(DEVICE,))
     return view
 
 

@@ -148,6 +148,9 @@ class DeviceRun:
     def _done(self) -> List[Result]:
         for notice in self.device.notices():
             self._notice(notice.key, notice.message, once=True)
+        for cert in self.certificates:
+            if cert.result.object in self.device.view.certificates:
+                cert.result.consumers = self.device.view.consumers(cert.result.object)
         elapsed = time.monotonic() - self.started
         for result in self.results.values():
             result.seconds = elapsed
@@ -200,6 +203,13 @@ class DeviceRun:
             result.message = f"the last {rejected_order(state.rejected)} " \
                              f"{state.rejected.get('reason')}; fix the cause, then: " \
                              f"paloaltoagent.py renew {cert.profile.name} --force"
+        # Old objects kept because something the agent does not repoint still uses them.
+        view = self.device.view
+        kept = [f"old {name} kept, still used by " +
+                ", ".join(b.describe() for b in view.references(name))
+                for name in state.superseded if view.references(name)]
+        if kept:
+            result.message = "; ".join(([result.message] if result.message else []) + kept)
 
     def _plan(self, cert: Certificate) -> None:
         """`--dry-run`: the decision's steps, printed instead of taken."""

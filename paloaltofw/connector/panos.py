@@ -101,6 +101,11 @@ class XmlApi:
         self._call({"type": "config", "action": "set", "xpath": xpath, "element": element},
                    write=True)
 
+    def edit(self, xpath: str, element: str) -> None:
+        """`action=edit`: replaces the node at xpath (a `set` would merge a member list)."""
+        self._call({"type": "config", "action": "edit", "xpath": xpath, "element": element},
+                   write=True)
+
     def delete(self, xpath: str) -> None:
         """Deleting what is not there (code 7) is success."""
         self._call({"type": "config", "action": "delete", "xpath": xpath},

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import certs
-from .bindings import SSL_TLS_SERVICE_PROFILE, BindingKind
+from .bindings import (DEVICE_SCOPE, GLOBALPROTECT_GATEWAY, GLOBALPROTECT_PORTAL,
+                       IKE_GATEWAY, INBOUND_INSPECTION, INBOUND_INSPECTION_LIST,
+                       MANAGEMENT_UI, SSL_TLS_SERVICE_PROFILE, Binding, BindingKind)
 from .device import CertificateEntry, DeviceView
 from .errors import AgentError
 from .results import Action, Mode, State, Step, StepKind
@@ -138,6 +140,10 @@ def _replace_or_leave(plan: "_Plan", entry: Optional[CertificateEntry],
             f"{decision.condition.reason}; enroll leaves it, renew replaces it"
         return plan.close()
     old = (state.object or s.profile.object_name) if entry is not None else None
+    missing = missing_consumers(s.profile, s.view, s.device)
+    if missing:
+        return plan.stopped(f"{s.device} has no {', no '.join(missing)}, which "
+                            f"{s.profile.path} names; fix the name (nothing was generated)")
     try:
         new = new_object(s.profile, s.view, s.now, freed)
     except AgentError as exc:
@@ -287,13 +293,13 @@ class _Plan:
                           f"verify the chain; import the CA certificates not yet on "
                           f"{s.device} and the certificate into {new}"))
         repointed = []
-        for kind, location in bind_targets(s.profile, s.view, new, old):
-            exists = s.view.binding(kind, location) is not None
-            self.add(Step(StepKind.BIND, new,
-                          f"point {kind.title} {location} at {new}" if exists else
-                          f"create {kind.title} {location} for {new}",
-                          binding=kind, location=location))
-            repointed.append(f"{kind.name} {location}".strip())
+        for target in bind_targets(s.profile, s.view, new, old):
+            self.add(Step(StepKind.BIND, new, bind_text(s.view, target, new),
+                          binding=target.kind, location=target.location, scope=target.scope,
+                          value=target.value if target.value != new else "",
+                          replaces=target.replaces))
+            repointed.append(Binding(target.kind, target.location, "",
+                                     target.scope).describe())
         self.needs_commit = True
         if old and old != new:
             self.clean_up([old], repointed)
@@ -371,20 +377,108 @@ def due_reason(condition: Condition, mode: Mode, force: bool) -> Optional[str]:
     return condition.reason
 
 
+@dataclass(frozen=True)
+class BindTarget:
+    """A consumer to make name something: `value` (the certificate, or for a via_profile
+    kind an SSL/TLS profile), in place of `replaces` in a listed consumer."""
+
+    kind: BindingKind
+    scope: str
+    location: str
+    value: str
+    replaces: Optional[str] = None
+
+
+# Consumers reached through an SSL/TLS service profile, and those naming a certificate, by
+# their field in the profile's `bindings:` section.
+_Fields = Tuple[Tuple[str, Tuple[BindingKind, ...]], ...]
+_VIA_PROFILE: _Fields = (("globalprotect_portals", (GLOBALPROTECT_PORTAL,)),
+                ("globalprotect_gateways", (GLOBALPROTECT_GATEWAY,)))
+_DIRECT: _Fields = (("decryption_rules", (INBOUND_INSPECTION, INBOUND_INSPECTION_LIST)),
+           ("ike_gateways", (IKE_GATEWAY,)))
+
+
+def missing_consumers(profile: CertificateProfile, view: DeviceView, device: str) -> List[str]:
+    """The consumers `bindings:` names that the device does not have."""
+    missing = []
+    for key, kinds in _VIA_PROFILE + _DIRECT:
+        for name in getattr(profile.bindings, key):
+            if not view.find(kinds, name):
+                missing.append(f"{kinds[0].title} '{name}' (bindings.{key})")
+    return missing
+
+
 def bind_targets(profile: CertificateProfile, view: DeviceView, new: str,
-                 old: Optional[str]) -> List[Tuple[BindingKind, str]]:
-    """The consumers to point at `new`: the ones the profile names, and every managed one
-    that named the object `new` replaces ("follow")."""
-    targets = [(SSL_TLS_SERVICE_PROFILE, name) for name in profile.ssl_tls_service_profiles]
-    if old and old != new:
-        targets += [(b.kind, b.location) for b in view.bindings
-                    if b.kind.managed and b.certificate == old and not b.where]
-    out = []
-    for kind, location in dict.fromkeys(targets):
-        current = view.binding(kind, location)
-        if current is None or current.certificate != new:
-            out.append((kind, location))
+                 old: Optional[str]) -> List[BindTarget]:
+    """The consumers to point at `new`: the SSL/TLS profiles the profile names; the SSL/TLS
+    profile of each GlobalProtect portal and gateway and of the management interface it
+    names (or, where one has none, the first of its own profiles); the decryption rules
+    and IKE gateways it names; and with `follow`, every managed consumer that named the
+    object `new` replaces."""
+    store = view.store_scope
+    own = profile.ssl_tls_service_profiles
+    wanted = [BindTarget(SSL_TLS_SERVICE_PROFILE, store, name, new) for name in own]
+    users: List[Binding] = []
+    for key, kinds in _VIA_PROFILE:
+        for name in getattr(profile.bindings, key):
+            users += view.find(kinds, name)
+    if profile.bindings.management_ui:
+        users += view.find((MANAGEMENT_UI,), "") or [Binding(MANAGEMENT_UI, "", "",
+                                                               DEVICE_SCOPE)]
+    for user in users:
+        if user.certificate:  # it has a profile: that profile gets the certificate
+            home = "shared" if user.scope == DEVICE_SCOPE else user.scope
+            wanted.append(BindTarget(SSL_TLS_SERVICE_PROFILE,
+                                     view.profile_scope(home, user.certificate),
+                                     user.certificate, new))
+        elif own:
+            wanted.append(BindTarget(user.kind, user.scope, user.location, own[0]))
+    for key, kinds in _DIRECT:
+        for name in getattr(profile.bindings, key):
+            wanted += [BindTarget(b.kind, b.scope, b.location, new, old)
+                       for b in dict.fromkeys(view.find(kinds, name))]
+    if old and old != new and profile.bindings.follow:
+        wanted += [BindTarget(b.kind, b.scope, b.location, new, old)
+                   for b in view.references(old) if b.kind.managed and not b.where]
+    out: List[BindTarget] = []
+    seen = set()
+    for target in wanted:
+        slot = (target.kind.name, target.scope, target.location)
+        if slot in seen:
+            continue
+        seen.add(slot)
+        if target.kind.listed:
+            members = view.members(target.kind, target.location, target.scope)
+            if target.value in members and target.replaces not in members:
+                continue
+        else:
+            current = view.binding(target.kind, target.location, target.scope)
+            if current is not None and current.certificate == target.value:
+                continue
+        out.append(target)
     return out
+
+
+def bind_text(view: DeviceView, target: BindTarget, new: str) -> str:
+    """How a plan says a bind: which consumer, where, and what it feeds."""
+    kind, where = target.kind, f" in {target.scope}" if target.scope.startswith("vsys") \
+        else ""
+    exists = view.binding(kind, target.location, target.scope) is not None
+    if kind.via_profile:
+        name = f" {target.location}" if target.location else ""
+        return f"point {kind.title}{name}{where} at SSL/TLS service profile {target.value}"
+    if kind.listed:
+        members = view.members(kind, target.location, target.scope)
+        how = f"in place of {target.replaces}" if target.replaces in members else \
+            "added to its certificates"
+        return f"point {kind.title} {target.location}{where} at {new} ({how})"
+    if not exists and kind.template is not None:
+        return f"create {kind.title} {target.location}{where} for {new}"
+    text = f"point {kind.title} {target.location}{where} at {new}"
+    fed = [u.describe() if u.location else u.kind.title
+           for u in view.profile_users(target.scope, target.location)] \
+        if kind == SSL_TLS_SERVICE_PROFILE else []
+    return text + (f" (used by {', '.join(fed)})" if fed else "")
 
 
 def new_object(profile: CertificateProfile, view: DeviceView, now: dt.datetime,

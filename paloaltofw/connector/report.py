@@ -16,7 +16,7 @@ from .results import DevicePush, Outcome, Report, Result, State
 from .state import atomic_write
 
 SCHEMA = "paloaltoagent/report/v1"
-SCHEMA_VERSION = "1.1"  # minor versions only add fields (see report.schema.json)
+SCHEMA_VERSION = "1.2"  # minor versions only add fields (see report.schema.json)
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.schema.json")
 
 
@@ -37,6 +37,8 @@ def certificate(result: Result, now: dt.datetime) -> Dict[str, Any]:
             "message": result.message or None, "plan": list(result.plan),
             "steps": [step.as_dict() for step in result.planned or result.done],
             "pushes": [push.as_dict() for push in result.pushes],
+            "consumers": [{"consumer": text, "managed": managed}
+                          for text, managed in result.consumers],
             "seconds": round(result.seconds, 3)}
 
 

@@ -87,12 +87,15 @@ class Step:
     binding: Optional[BindingKind] = None  # BIND
     location: str = ""  # BIND: the consumer
     users: Tuple[str, ...] = ()  # KEEP: what still uses the object
+    scope: str = ""  # BIND: the consumer's scope (shared, vsys1, device)
+    value: str = ""  # BIND: what it is made to name, when not `object` (an SSL/TLS profile)
+    replaces: Optional[str] = None  # BIND of a listed consumer: the member it replaces
 
     @property
-    def key(self) -> Tuple[str, str, str]:
+    def key(self) -> Tuple[str, str, str, str]:
         """What the step is, whatever the run learns on the way (a dry run knows no order id):
         how a planned and an executed step are compared."""
-        return (self.kind.value, self.object, self.location)
+        return (self.kind.value, self.object, self.location, self.scope)
 
     def as_dict(self) -> Dict[str, Optional[str]]:
         return {"step": self.kind.value, "object": self.object,
@@ -143,6 +146,8 @@ class Result:
     done: List["Step"] = field(default_factory=list)  # real run: the steps it took
     ordered: bool = False  # a billable order was placed in this run
     pushes: List[DevicePush] = field(default_factory=list)  # Panorama: per managed firewall
+    # What uses the certificate's object after the run: (consumer, managed by the agent).
+    consumers: List[Tuple[str, bool]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property

@@ -106,6 +106,19 @@ class OrderSettings:
 
 
 @dataclass(frozen=True)
+class BindingSettings:
+    """The consumers a certificate feeds beyond its SSL/TLS service profiles (the profile's
+    `bindings:` section; panorama-ha-bindings.md §4)."""
+
+    management_ui: bool = False  # the management interface's SSL/TLS profile
+    globalprotect_portals: Tuple[str, ...] = ()  # through each one's SSL/TLS profile
+    globalprotect_gateways: Tuple[str, ...] = ()
+    decryption_rules: Tuple[str, ...] = ()  # SSL inbound inspection rules
+    ike_gateways: Tuple[str, ...] = ()  # local certificate of each
+    follow: bool = True  # also repoint every managed consumer of the superseded object
+
+
+@dataclass(frozen=True)
 class CertificateProfile:
     """One certificate on one firewall (`profiles_dir/NAME.yaml`)."""
 
@@ -122,6 +135,7 @@ class CertificateProfile:
     order: OrderSettings = OrderSettings()
     renewal: RenewalWindow = RenewalWindow()
     ssl_tls_service_profiles: Tuple[str, ...] = ()
+    bindings: BindingSettings = BindingSettings()
 
     @property
     def names(self) -> Tuple[str, ...]:

@@ -90,7 +90,8 @@ class Steps:
         elif step.kind is StepKind.BIND:
             assert step.binding is not None
             log.info("%s: %s", cert.profile.name, step.text)
-            self.device.bind(step.binding, step.location, step.object)
+            self.device.bind(step.binding, step.location, step.value or step.object,
+                             step.scope, step.replaces)
         else:
             self._delete(cert, step.object)
 

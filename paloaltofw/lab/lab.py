@@ -29,6 +29,47 @@ OTHER_ADMINS = ("admin", "alice")
 SEED_PROFILE = "GP-Portal-TLS"
 SEED_CERTIFICATE = "gp-portal-selfsigned"
 
+# Every other kind of consumer (panorama-ha-bindings.md §4), as `seed_consumers` sets them up
+# on a firewall, each using the seed certificate: the management interface through its own
+# shared profile, a GlobalProtect portal through SEED_PROFILE and a gateway through a vsys1
+# profile (which names the shared certificate, §5), an SSL inbound inspection rule (text
+# before PAN-OS 10.2, a member list from 10.2) and an IKE gateway.
+MANAGEMENT_PROFILE = "Mgmt-TLS"
+GATEWAY_PROFILE = "GP-Gateway-TLS"
+PORTAL = "GP-Portal"
+GATEWAY = "GP-Gateway"
+INBOUND_RULE = "Inbound-Web"
+IKE_GATEWAY = "Branch-VPN"
+VSYS1 = "/config/devices/entry[@name='localhost.localdomain']/vsys/entry[@name='vsys1']"
+
+
+def seed_consumers(service: PanosService) -> None:
+    """Give a firewall every consumer kind, all using SEED_CERTIFICATE (see above)."""
+    device = "/config/devices/entry[@name='localhost.localdomain']"
+    profile = ("<entry name='{}'><protocol-settings><min-version>tls1-2</min-version>"
+               "<max-version>max</max-version></protocol-settings><certificate>"
+               f"{SEED_CERTIFICATE}</certificate></entry>")
+    service.seed("/config/shared/ssl-tls-service-profile", profile.format(MANAGEMENT_PROFILE))
+    service.seed(f"{device}/deviceconfig/system",
+                 f"<ssl-tls-service-profile>{MANAGEMENT_PROFILE}</ssl-tls-service-profile>")
+    service.seed(f"{VSYS1}/ssl-tls-service-profile", profile.format(GATEWAY_PROFILE))
+    service.seed(f"{VSYS1}/global-protect/global-protect-portal",
+                 f"<entry name='{PORTAL}'><portal-config><ssl-tls-service-profile>"
+                 f"{SEED_PROFILE}</ssl-tls-service-profile></portal-config></entry>")
+    service.seed(f"{VSYS1}/global-protect/global-protect-gateway",
+                 f"<entry name='{GATEWAY}'><ssl-tls-service-profile>{GATEWAY_PROFILE}"
+                 "</ssl-tls-service-profile></entry>")
+    inbound = f"<certificates><member>{SEED_CERTIFICATE}</member></certificates>" \
+        if service.settings.list_form() else SEED_CERTIFICATE
+    service.seed(f"{VSYS1}/rulebase/decryption/rules",
+                 f"<entry name='{INBOUND_RULE}'><type><ssl-inbound-inspection>{inbound}"
+                 "</ssl-inbound-inspection></type><action>decrypt</action></entry>")
+    service.seed(f"{device}/network/ike/gateway",
+                 f"<entry name='{IKE_GATEWAY}'><authentication><certificate>"
+                 f"<local-certificate><name>{SEED_CERTIFICATE}</name></local-certificate>"
+                 "</certificate></authentication></entry>")
+
+
 # With a Panorama: one template with an SSL/TLS service profile (bound to a self-signed
 # certificate in the template), in two template stacks that split the firewalls, and
 # Panorama's own web interface profile.

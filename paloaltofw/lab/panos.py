@@ -47,7 +47,7 @@ from . import pki
 from . import xpath as xp
 from .panos_config import (DEVICE, Change, ConfigError, ConfigStore, RawXml, apply_change,
                            cdata, initial_config, panos_time, parse_xpath, plain, push_layer,
-                           validate_references, xml_safe)
+                           inbound_form_problems, validate_references, xml_safe)
 from .server import Request, Response, Service
 
 XML = "application/xml; charset=utf-8"
@@ -64,6 +64,13 @@ class PanosSettings:
     commit_busy: int = 0  # the next N commit requests answer code 13 (another commit running)
     commit_fail: int = 0  # the next N commit jobs finish FIN/FAIL
     commit_hang: int = 0  # the next N commit jobs never finish
+    # The release the device reports; before 10.2 SSL inbound inspection names its
+    # certificate as text, from 10.2 as a member list (and each refuses the other form).
+    sw_version: str = SW_VERSION
+
+    def list_form(self) -> bool:
+        parts = [int(p) for p in re.findall(r"\d+", self.sw_version)[:2]] + [0, 0]
+        return (parts[0], parts[1]) >= (10, 2)
 
 
 @dataclass
@@ -146,6 +153,8 @@ class PanosService(Service):
         self.serial = serial
         self.admins: Dict[str, Admin] = {a.name: a for a in admins}
         self.store = ConfigStore(initial_config(hostname, list(vsys)))
+        self.store.schema = lambda tree: inbound_form_problems(tree,
+                                                               self.settings.list_form())
         self.master = certs.MasterKey()
         self.jobs: Dict[int, Job] = {}
         self.commits: List[CommitRecord] = []
@@ -595,12 +604,12 @@ class PanosService(Service):
     def _system_xml(self) -> str:
         return (f"<system><hostname>{escape(self.hostname)}</hostname>"
                 "<ip-address>127.0.0.1</ip-address><model>PA-VM</model>"
-                f"<serial>{self.serial}</serial><sw-version>{SW_VERSION}</sw-version>"
-                "<family>vm</family><multi-vsys>off</multi-vsys>"
+                f"<serial>{self.serial}</serial><sw-version>{self.settings.sw_version}"
+                "</sw-version><family>vm</family><multi-vsys>off</multi-vsys>"
                 "<operational-mode>normal</operational-mode></system>")
 
     def _version_xml(self) -> str:
-        return (f"<sw-version>{SW_VERSION}</sw-version><multi-vsys>off</multi-vsys>"
+        return (f"<sw-version>{self.settings.sw_version}</sw-version><multi-vsys>off</multi-vsys>"
                 f"<model>PA-VM</model><serial>{self.serial}</serial><family>vm</family>")
 
     # -- the lab's own controls ---------------------------------------------------------

@@ -25,7 +25,7 @@ import re
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from defusedxml import ElementTree as SafeET
 
@@ -217,6 +217,24 @@ def _sites(root: ET.Element, head: str) -> Iterator[Site]:
                                   gateway.findall("ssl-tls-service-profile"),
                                   f"{lead}global-protect-gateway -> {gateway.get('name')} -> "
                                   "ssl-tls-service-profile")
+        for rule in node.findall("rulebase/decryption/rules/entry"):
+            inbound = rule.find("type/ssl-inbound-inspection")
+            if inbound is None:
+                continue
+            where = f"{lead}rulebase -> decryption -> rules -> {rule.get('name')} -> type -> " \
+                    "ssl-inbound-inspection"
+            members = inbound.findall("certificates/member")
+            yield from text_sites("certificate", scope, members, f"{where} -> certificates") \
+                if members else text_sites("certificate", scope, [inbound], where)
+    # IKE gateways are device-level network configuration; their local certificate is a
+    # shared one (the lab's choice: the reference names no vsys for it).
+    for device in root.findall("devices/entry"):
+        for gateway in device.findall("network/ike/gateway/entry"):
+            yield from text_sites(
+                "certificate", "shared",
+                gateway.findall("authentication/certificate/local-certificate/name"),
+                f"{head}network -> ike -> gateway -> {gateway.get('name')} -> authentication "
+                "-> certificate -> local-certificate -> name")
     # The management interface's profile: on Panorama its own (/config/panorama), on a
     # firewall or in a template the shared one.
     system_scope = "panorama" if root.find("panorama") is not None else "shared"
@@ -241,6 +259,31 @@ def find_object(root: ET.Element, kind: str, scope: str, name: str) -> Optional[
     return None
 
 
+# Consumers that present the certificate, so it must hold its private key.
+SERVES_WITH_KEY = ("ssl-tls-service-profile", "ssl-inbound-inspection", "local-certificate")
+
+
+def inbound_form_problems(root: ET.Element, list_form: bool) -> List[str]:
+    """SSL inbound inspection names its certificate as text before PAN-OS 10.2, as a
+    <certificates> member list from 10.2; each release refuses the other form (the 10.2
+    error: pan-os-ansible #401)."""
+    problems = []
+    for rule in root.iter("entry"):
+        inbound = rule.find("type/ssl-inbound-inspection")
+        if inbound is None:
+            continue
+        name = rule.get("name")
+        listed = inbound.find("certificates") is not None
+        if list_form and not listed and (inbound.text or "").strip():
+            problems += [f"{name} -> type -> ssl-inbound-inspection unexpected here",
+                         f"{name} -> type -> ssl-inbound-inspection is unexpected",
+                         f"{name} -> type is invalid"]
+        elif not list_form and listed:
+            problems += [f"{name} -> type -> ssl-inbound-inspection -> certificates unexpected "
+                         "here", f"{name} -> type is invalid"]
+    return problems
+
+
 def validate_references(root: ET.Element) -> List[str]:
     """Commit-time validation: the detail lines of every problem, empty when valid."""
     problems = []
@@ -248,7 +291,8 @@ def validate_references(root: ET.Element) -> List[str]:
         target = find_object(site.config or root, site.kind, site.scope, site.value)
         if target is None:
             problems.append(f"{site.description} '{site.value}' is not a valid reference")
-        elif site.kind == "certificate" and "ssl-tls-service-profile" in site.description:
+        elif site.kind == "certificate" and any(
+                word in site.description for word in SERVES_WITH_KEY):
             if target.find("public-key") is None or target.find("private-key") is None:
                 problems.append(f"{site.description}: certificate '{site.value}' has no "
                                 "certificate and private key pair")
@@ -469,6 +513,9 @@ class ConfigStore:
         self.candidate = copy.deepcopy(root)
         self.pending: List[Change] = []
         self._dirty_counter = 0
+        # The device's release's schema beyond names: problems of a candidate (a change
+        # that makes any is refused, code 12).
+        self.schema: Callable[[ET.Element], List[str]] = lambda tree: []
 
     def change(self, admin: str, action: str, xpath: str, element: Optional[str] = None,
                newname: Optional[str] = None) -> None:
@@ -479,6 +526,9 @@ class ConfigStore:
                             panos_time())
             trial = copy.deepcopy(self.candidate)
             apply_change(trial, record, stamp=True)
+            problems = self.schema(trial)
+            if problems:
+                raise ConfigError(12, *(cdata(f" {p}") for p in problems))
             self.candidate = trial
             self.pending.append(record)
 
