@@ -228,7 +228,8 @@ class Workdir:
 def running_lab(directory: str, tls: pki.TlsHierarchy, scm: pki.ScmHierarchy, *,
                 firewalls: int = 1, commit_duration: float = 0.1, api: str = "enrollment",
                 keep: Optional[Iterable[str]] = None, panorama: int = 0,
-                panorama_settings: Any = None) -> Iterator[Workdir]:
+                panorama_settings: Any = None, ha_pair: bool = False,
+                ha_settings: Any = None) -> Iterator[Workdir]:
     """The one way tests start a whole lab: `firewalls` emulated firewalls and an SCM (and,
     with `panorama=N`, a Panorama managing N of them), with the work directory
     `paloaltoagent.py lab` would write (`keep` names the sample certificate profiles to leave
@@ -243,7 +244,8 @@ def running_lab(directory: str, tls: pki.TlsHierarchy, scm: pki.ScmHierarchy, *,
                    panorama=panorama,
                    panorama_settings=panorama_settings or PanoramaSettings(
                        commit_duration=commit_duration, push_duration=commit_duration,
-                       device_push_duration=2 * commit_duration)).start()
+                       device_push_duration=2 * commit_duration),
+                   ha_pair=ha_pair, ha_settings=ha_settings).start()
     try:
         work = Workdir(instance, write_workdir(instance, directory, api=api))
         samples = set(CERTIFICATE_PROFILES) | (set(PANORAMA_CERTIFICATE_PROFILES)

@@ -142,9 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--panorama", type=int, default=0, metavar="N",
                      help="also a Panorama managing N of the firewalls (at least N are made), "
                           "with profiles for its template, itself and a firewall through it")
+    lab.add_argument("--ha-pair", action="store_true",
+                     help="lab-fw-01 and lab-fw-02 are an HA pair (lab-fw-01 active), each "
+                          "profile naming the other as ha_peer")
     lab.add_argument("--set", action="append", default=[], metavar="SERVICE.NAME=VALUE",
                      help="a lab setting, e.g. panos.commit_duration=5, scm.pending_polls=2, "
-                          "panorama.push_fail=SERIAL")
+                          "panorama.push_fail=SERIAL, ha.sync_fail=true")
     lab.add_argument("--fault", action="append", default=[], metavar="SERVICE:RULE",
                      help="a fault rule, e.g. scm:kind=status,status=429,retry_after=2,count=3 "
                           "(services: panos, panorama, scm)")

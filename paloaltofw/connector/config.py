@@ -50,9 +50,11 @@ ENCRYPTION_FIELDS = ("mode", "gpg_home", "gpg_binary", "recipient", "passphrase_
                      "passphrase_env")
 FIREWALL_FIELDS = ("type", "url", "host", "port", "api_key", "username", "password", "admin",
                    "commit_description", "verify_tls", "ca_bundle", "fingerprint", "vsys",
-                   "timeout", "commit_timeout")
-# A Panorama has no vsys, and waits for its pushes' devices.
-PANORAMA_FIELDS = tuple(f for f in FIREWALL_FIELDS if f != "vsys") + ("push_timeout",)
+                   "timeout", "commit_timeout", "ha_peer", "ha_sync_timeout")
+# A Panorama has no vsys, no HA peer here, and waits for its pushes' devices.
+PANORAMA_FIELDS = tuple(f for f in FIREWALL_FIELDS if f not in ("vsys", "ha_peer",
+                                                                 "ha_sync_timeout")) + \
+    ("push_timeout",)
 # A template on a Panorama, and a firewall reached through one: the Panorama entry gives the
 # connection, these only say where on it.
 TEMPLATE_FIELDS = ("type", "panorama", "template", "vsys", "template_stacks")
@@ -263,8 +265,34 @@ def _all_firewalls(profiles_dir: str, credentials_path: str,
                                   f"{firewalls[profile.name].path}", file_path, profile.name)
             firewalls[profile.name] = profile
     # Templates and firewalls through Panorama take their Panorama entry's connection,
-    # wherever (in which fw_*.yaml file) it is.
-    return {name: _linked(profile, firewalls) for name, profile in firewalls.items()}
+    # wherever (in which fw_*.yaml file) it is; an HA peer is the other entry, resolved.
+    linked = {name: _linked(profile, firewalls) for name, profile in firewalls.items()}
+    return {name: _paired(profile, linked) for name, profile in linked.items()}
+
+
+def _paired(profile: FirewallProfile, devices: Mapping[str, FirewallProfile]
+            ) -> FirewallProfile:
+    if profile.ha_peer is None:
+        return profile
+    peer = devices.get(profile.ha_peer)
+    field_name = f"{profile.name}.ha_peer"
+    if peer is None:
+        raise ConfigError(f"no firewall profile '{profile.ha_peer}' in the fw_*.yaml files"
+                          + did_you_mean(profile.ha_peer, list(devices)), profile.path,
+                          field_name)
+    if peer.name == profile.name or peer.kind is not DeviceKind.FIREWALL or \
+            peer.serial is not None or profile.serial is not None:
+        raise ConfigError(f"'{profile.ha_peer}' must be the other firewall of the HA pair, "
+                          "reached directly (an entry with url or host)", profile.path,
+                          field_name)
+    if peer.ha_peer not in (None, profile.name):
+        raise ConfigError(f"'{peer.name}' names '{peer.ha_peer}' as its peer, not "
+                          f"'{profile.name}'", profile.path, field_name)
+    if peer.vsys != profile.vsys:
+        raise ConfigError(f"'{peer.name}' keeps certificates in {peer.vsys or 'shared'}, "
+                          f"'{profile.name}' in {profile.vsys or 'shared'}: an HA pair has "
+                          "one configuration", profile.path, field_name)
+    return dataclasses.replace(profile, peer=dataclasses.replace(peer, ha_peer=None))
 
 
 def _linked(profile: FirewallProfile, devices: Mapping[str, FirewallProfile]
@@ -343,7 +371,10 @@ def _firewall(fields: Fields, name: str) -> FirewallProfile:
         commit_timeout=fields.number("commit_timeout", FirewallProfile.commit_timeout,
                                      minimum=1.0),
         kind=kind,
-        push_timeout=fields.number("push_timeout", FirewallProfile.push_timeout, minimum=1.0))
+        push_timeout=fields.number("push_timeout", FirewallProfile.push_timeout, minimum=1.0),
+        ha_peer=fields.text("ha_peer"),
+        ha_sync_timeout=fields.number("ha_sync_timeout", FirewallProfile.ha_sync_timeout,
+                                      minimum=1.0))
 
 
 def _vsys(fields: Fields) -> Optional[str]:

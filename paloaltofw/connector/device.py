@@ -26,9 +26,9 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 
 from . import certs, http
-from .bindings import (DEVICE, DEVICE_SCOPE, SSL_TLS_SERVICE_PROFILE, STORE, VSYS, Binding,
-                       BindingKind, consumer_xpath, find_bindings)
-from .errors import AgentError, PanosError
+from .bindings import (DEVICE, DEVICE_SCOPE, MANAGEMENT_UI, SSL_TLS_SERVICE_PROFILE, STORE,
+                       VSYS, Binding, BindingKind, consumer_xpath, find_bindings)
+from .errors import AgentError, Interrupted, PanosError
 from .panos import Target, XmlApi
 from .results import DevicePush
 from .settings import CertificateProfile, DeviceKind, FirewallProfile
@@ -235,6 +235,8 @@ def make_device(profile: FirewallProfile, sleep: Callable[[float], None] = time.
                 shared: Optional[http.Shared] = None,
                 stopping: Callable[[], bool] = lambda: False) -> Device:
     """The device a profile names: the one place that knows the kinds."""
+    if profile.peer is not None:
+        return HaPair(profile, sleep=sleep, shared=shared, stopping=stopping)
     kind = {DeviceKind.FIREWALL: Firewall, DeviceKind.PANORAMA: PanoramaOwn,
             DeviceKind.TEMPLATE: PanoramaTemplate}[profile.kind]
     return kind(profile, sleep=sleep, shared=shared, stopping=stopping)
@@ -405,6 +407,174 @@ class Firewall(PanosDevice):
     def commit_text(self) -> str:
         through = f" through Panorama {self.profile.panorama}" if self.profile.serial else ""
         return f"commit {self.name}{through} (partial, admin {self.profile.admin})"
+
+
+@dataclass(frozen=True)
+class HaState:
+    """One peer's answer to `show high-availability state` (panorama-ha-bindings.md §3.1)."""
+
+    enabled: bool
+    local: str = ""  # active, passive, active-primary, suspended, ...
+    peer: str = ""
+    running_sync: str = ""  # synchronized, synchronization in progress, not synchronized
+    sync_enabled: bool = False
+    error: str = ""  # the peer did not answer
+
+    @property
+    def active(self) -> bool:
+        return self.local in ("active", "active-primary")
+
+    def describe(self) -> str:
+        return self.error or (self.local if self.enabled else "HA not enabled")
+
+
+def ha_state(api: XmlApi) -> HaState:
+    root = api.op("<show><high-availability><state/></high-availability></show>")
+    result = root.find("result")
+    if result is None or (result.findtext("enabled") or "").strip() != "yes":
+        return HaState(enabled=False)
+    # A firewall wraps the pair's state in <group>; Panorama does not (§3.1).
+    group = result.find("group")
+    group = group if group is not None else result
+    return HaState(enabled=True, local=(group.findtext("local-info/state") or "").strip(),
+                   peer=(group.findtext("peer-info/state") or "").strip(),
+                   running_sync=(group.findtext("running-sync") or "").strip(),
+                   sync_enabled=(group.findtext("running-sync-enabled") or "").strip() == "yes")
+
+
+class SyncFailed(PushFailed):
+    """The commit took on the active peer, but its HA peer did not get it."""
+
+
+SYNC_TO_REMOTE = ("<request><high-availability><sync-to-remote><running-config/>"
+                  "</sync-to-remote></high-availability></request>")
+
+
+class HaPair(Device):
+    """An active/passive HA pair (panorama-ha-bindings.md §3): each run asks both peers their
+    state and works on the active one only (whichever entry the profile names); the commit
+    there is followed by a wait until the running configuration is synchronized to the
+    passive peer. The management interface's profile selection, which does not sync, is
+    also set on the passive peer. Before an order, the new key and CSR are committed and
+    synchronized, so that a failover between runs finds them on the new active peer."""
+
+    awaits = "committed on the active peer and synchronized to its HA peer"
+
+    def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
+                 shared: Optional[http.Shared] = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        assert profile.peer is not None
+        self.profile = profile
+        self.name = profile.name
+        self.name_limit = profile.object_name_limit
+        self.peers = (Firewall(profile, sleep, shared, stopping),
+                      Firewall(profile.peer, sleep, shared, stopping))
+        self.active, self.passive = self.peers
+        self.states: Dict[str, HaState] = {}
+        self._sleep = sleep
+        self._stopping = stopping
+        self._unsynced: List[Tuple[BindingKind, str, str]] = []  # set on each peer
+        self.view = DeviceView()  # the active peer's (the same object, once read)
+
+    def read(self) -> DeviceView:
+        """Both peers' HA state (a peer that does not answer is not active), then the active
+        peer's configuration."""
+        for peer in self.peers:
+            try:
+                self.states[peer.name] = ha_state(peer.api)
+            except PanosError as exc:
+                self.states[peer.name] = HaState(enabled=True, error=f"unreachable: {exc}")
+        said = ", ".join(f"{p.name}: {self.states[p.name].describe()}" for p in self.peers)
+        if not all(self.states[p.name].enabled or self.states[p.name].error
+                   for p in self.peers):
+            raise PanosError(f"firewall {self.name}: its ha_peer entry names an HA pair, but "
+                             f"HA is not enabled ({said}); remove ha_peer, or enable HA")
+        active = [p for p in self.peers if self.states[p.name].active]
+        if len(active) != 1:
+            raise PanosError(f"HA pair {self.peers[0].name}/{self.peers[1].name}: "
+                             f"{'no peer' if not active else 'both peers'} active ({said}); "
+                             "nothing was changed")
+        self.active = active[0]
+        self.passive = self.peers[1] if self.active is self.peers[0] else self.peers[0]
+        log.info("HA pair %s/%s: %s is active", self.peers[0].name, self.peers[1].name,
+                 self.active.name)
+        self.view = self.active.read()
+        return self.view
+
+    def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
+        self.active.generate(name, profile, again)
+
+    def export_csr(self, name: str) -> str:
+        # The order follows: the key must be on both peers first (class docstring).
+        self.active._commit_own()
+        self._await_sync()
+        return self.active.export_csr(name)
+
+    def import_certificate(self, name: str, cert: x509.Certificate) -> CertificateEntry:
+        return self.active.import_certificate(name, cert)
+
+    def import_ca(self, name: str, cert: x509.Certificate) -> None:
+        self.active.import_ca(name, cert)
+
+    def bind(self, kind: BindingKind, location: str, name: str, scope: str = "",
+             replaces: Optional[str] = None) -> None:
+        self.active.bind(kind, location, name, scope, replaces)
+        if kind == MANAGEMENT_UI:
+            self._unsynced.append((kind, location, name))
+
+    def delete(self, name: str) -> None:
+        self.active.delete(name)
+
+    def commit(self) -> CommitOutcome:
+        committed = self.active._commit_own()
+        self._await_sync()
+        for kind, location, name in self._unsynced:
+            # deviceconfig/system does not sync (§3.3): the passive peer's own choice.
+            self.passive.bind(kind, location, name, DEVICE_SCOPE)
+            self.passive._commit_own()
+        self._unsynced.clear()
+        return CommitOutcome(committed)
+
+    def _await_sync(self) -> None:
+        """Until the active peer says its running configuration is synchronized (bounded by
+        ha_sync_timeout); one `sync-to-remote` if it says "not synchronized"."""
+        label = f"HA pair {self.peers[0].name}/{self.peers[1].name}"
+        deadline = time.monotonic() + self.profile.ha_sync_timeout
+        requested = False
+        interval = 0.1
+        while True:
+            state = ha_state(self.active.api)
+            if not state.sync_enabled or state.running_sync == "synchronized":
+                return
+            if state.running_sync != "synchronization in progress":
+                if requested:
+                    raise SyncFailed(
+                        f"committed on {self.active.name}, but {label} is not synchronized: "
+                        f"{self.active.name} says running-sync '{state.running_sync}' (peer "
+                        f"{self.passive.name}: {state.peer or 'unknown'}), also after "
+                        "sync-to-remote (the next run commits and checks again; it orders "
+                        "nothing)", ())
+                log.info("%s: running-sync is '%s'; asking for sync-to-remote", label,
+                         state.running_sync)
+                self.active.api.op(SYNC_TO_REMOTE, write=True)
+                requested = True
+            elif time.monotonic() + interval > deadline:
+                raise SyncFailed(f"committed on {self.active.name}, but {label} was still "
+                                 f"synchronizing after {self.profile.ha_sync_timeout:.0f} s "
+                                 "(the next run checks again; it orders nothing)", ())
+            self._sleep(interval)
+            if self._stopping():
+                raise Interrupted(f"{label}: still synchronizing when the run was "
+                                  "interrupted")
+            interval = min(interval * 1.5, 5.0)
+
+    def commit_text(self) -> str:
+        return (f"commit {self.active.name} (the active peer of HA pair "
+                f"{self.peers[0].name}/{self.peers[1].name}; partial, admin "
+                f"{self.profile.admin}), then wait until {self.passive.name} is synchronized")
+
+    def notices(self) -> List[Notice]:
+        return self.peers[0].notices() + self.peers[1].notices()
 
 
 class PanoramaOwn(PanosDevice):

@@ -473,11 +473,13 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
         by_device.setdefault(profile.firewall, []).append(profile)
     # Panorama's own store and its templates share one session target and the admin's
     # pending changes on Panorama: they take turns, in one lane. Firewalls (also those
-    # reached through Panorama, by target=SERIAL) each have their own.
+    # reached through Panorama, by target=SERIAL, and HA pairs) each have their own.
     lanes: Dict[str, List[str]] = {}
     for name in by_device:
         device = config.firewalls[name]
-        lane = device.name if device.kind is DeviceKind.FIREWALL else \
+        # The two entries of an HA pair are one configuration: one lane.
+        lane = "/".join(sorted((device.name, device.peer.name))) if device.peer else \
+            device.name if device.kind is DeviceKind.FIREWALL else \
             device.panorama or device.name
         lanes.setdefault(lane, []).append(name)
     workers = min(config.max_parallel_firewalls, len(lanes)) or 1

@@ -185,6 +185,9 @@ class FirewallProfile:
     template: Optional[str] = None  # a template entry: the template's name on Panorama
     template_stacks: Tuple[str, ...] = ()  # where to push; empty: every stack holding it
     push_timeout: float = 900.0  # a Panorama: seconds to wait for a push's devices
+    ha_peer: Optional[str] = None  # the other firewall entry of its HA pair
+    peer: Optional["FirewallProfile"] = None  # that entry, resolved (its own peer unset)
+    ha_sync_timeout: float = 120.0  # seconds to wait for the pair's config sync
 
     @property
     def label(self) -> str:

@@ -21,7 +21,8 @@ def lab(args: argparse.Namespace, out: TextIO) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return serve(args.workdir, args.host, args.panos_port, args.scm_port, args.set,
-                     args.fault, args.api, firewalls=args.firewalls, panorama=args.panorama)
+                     args.fault, args.api, firewalls=args.firewalls, panorama=args.panorama,
+                     ha_pair=args.ha_pair)
     except ValueError as exc:
         print(f"paloaltoagent: {exc}", file=sys.stderr)
         return EXIT_CONFIG

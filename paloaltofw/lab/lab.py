@@ -14,6 +14,7 @@ import ssl
 from typing import Any, Dict, List, Optional
 
 from . import pki
+from .ha import HaLink, HaSettings, pair_up
 from .panos import Admin, PanosService, PanosSettings
 from .panorama import PanoramaService, PanoramaSettings
 from .scm import TOKEN_PATH, ScmAccounts, ScmService, ScmSettings
@@ -90,8 +91,10 @@ class Lab:
                  tls: Optional[pki.TlsHierarchy] = None,
                  hierarchy: Optional[pki.ScmHierarchy] = None, firewalls: int = 1,
                  panorama: int = 0,
-                 panorama_settings: Optional[PanoramaSettings] = None) -> None:
-        """`panorama=N`: also a Panorama managing the first N firewalls (at least N are made)."""
+                 panorama_settings: Optional[PanoramaSettings] = None,
+                 ha_pair: bool = False, ha_settings: Optional[HaSettings] = None) -> None:
+        """`panorama=N`: also a Panorama managing the first N firewalls (at least N are made).
+        `ha_pair`: the first two firewalls are an HA pair, lab-fw-01 active (lab/ha.py)."""
         self.workdir = os.path.abspath(workdir)
         self.host = host
         self.control_token = secrets.token_urlsafe(16)
@@ -112,7 +115,7 @@ class Lab:
         # One process can present many firewalls, each on its own port with its own
         # configuration, keys and settings (so one can be made to fail while others work).
         self.firewalls: List[PanosService] = []
-        for number in range(1, max(firewalls, panorama) + 1):
+        for number in range(1, max(firewalls, panorama, 2 if ha_pair else 1) + 1):
             service = PanosService([Admin(n, p) for n, p in self.admin_passwords.items()],
                                    hostname=f"lab-fw-{number:02d}",
                                    serial=f"0079510{number:08d}",
@@ -127,6 +130,8 @@ class Lab:
                              "</certificate></entry>")
             self.firewalls.append(service)
         self.panos = self.firewalls[0]
+        self.ha: Optional[HaLink] = pair_up(self.firewalls[0], self.firewalls[1],
+                                            ha_settings) if ha_pair else None
         self.panorama: Optional[PanoramaService] = None
         if panorama:
             self.panorama = self._make_panorama(self.firewalls[:panorama], seed,
@@ -237,6 +242,9 @@ class Lab:
                 "hostname": self.panorama.hostname, "url": self.panorama_endpoint.url,
                 "serial": self.panorama.serial, "managed": sorted(self.panorama.managed),
                 "template": TEMPLATE, "stacks": list(STACKS)},
+            "ha_pair": None if self.ha is None else {
+                "peers": [p.hostname for p in self.ha.peers],
+                "active": self.ha.active().hostname},
             "logs": {"panos_requests": self.paths["panos_requests"],
                      "scm_requests": self.paths["scm_requests"],
                      "scm_orders": self.paths["scm_orders"]},

@@ -36,7 +36,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape as _escape
 from xml.sax.saxutils import quoteattr
 
@@ -49,6 +49,9 @@ from .panos_config import (DEVICE, Change, ConfigError, ConfigStore, RawXml, app
                            cdata, initial_config, panos_time, parse_xpath, plain, push_layer,
                            inbound_form_problems, validate_references, xml_safe)
 from .server import Request, Response, Service
+
+if TYPE_CHECKING:
+    from .ha import HaLink
 
 XML = "application/xml; charset=utf-8"
 _ENVELOPE = re.compile(rb"""<response status ?= ?['"](\w+)['"](?: code ?= ?['"](\d+)['"])?""")
@@ -156,6 +159,7 @@ class PanosService(Service):
         self.store.schema = lambda tree: inbound_form_problems(tree,
                                                                self.settings.list_form())
         self.master = certs.MasterKey()
+        self.ha: Optional["HaLink"] = None  # set by lab.ha.pair_up
         self.jobs: Dict[int, Job] = {}
         self.commits: List[CommitRecord] = []
         self._lock = threading.RLock()
@@ -240,6 +244,11 @@ class PanosService(Service):
         """An authenticated request (also one Panorama forwards with `target=SERIAL`)."""
         kind = _first(params, "type")
         try:
+            if self.ha is not None:
+                refused = self.ha.refusal(self, kind, _first(params, "action"),
+                                          _first(params, "xpath"), _op_words(params))
+                if refused is not None:
+                    raise refused
             if kind == "config":
                 response = self._config(admin, params)
             elif kind == "op":
@@ -347,13 +356,26 @@ class PanosService(Service):
             return self._show_jobs(root.find("jobs"))
         if words == ["show", "system", "info"]:
             return Response(200, envelope("success", result=self._system_xml()), XML)
+        if words == ["show", "high-availability", "state"]:
+            state = self.ha.state_xml(self) if self.ha else \
+                "<enabled>no</enabled><local-info><encrypt-imported>no</encrypt-imported>" \
+                "</local-info>"
+            return Response(200, envelope("success", result=state), XML)
+        if words == ["request", "high-availability", "sync-to-remote"] and \
+                root.find("high-availability/sync-to-remote/running-config") is not None \
+                and self.ha is not None:
+            self.ha.start_sync(self)
+            return Response(200, envelope("success", msg=(
+                "HA synchronization job has been queued on peer. Please check job status "
+                "on peer.")), XML)
         if words[:2] == ["show", "config"] and len(words) == 3 and \
                 words[2] in ("running", "candidate"):
             with self.store.lock:
                 tree = self.store.running if words[2] == "running" else self.store.candidate
                 body = ET.tostring(tree, encoding="unicode")
             return Response(200, envelope("success", result=body), XML)
-        known = {"request": ["certificate"], "show": ["jobs", "system", "config"]}
+        known = {"request": ["certificate", "high-availability"],
+                 "show": ["jobs", "system", "config", "high-availability"]}
         bad = words[0] if words[0] not in known else " -> ".join(words[:2])
         raise ConfigError(17, cdata(f" {bad}  is unexpected"))
 
@@ -529,6 +551,8 @@ class PanosService(Service):
 
     def advance(self) -> None:
         """Finish commit jobs whose time has come (jobs progress as time passes)."""
+        if self.ha is not None:
+            self.ha.advance()
         with self._lock:
             now = time.monotonic()
             for job in self.jobs.values():
@@ -558,6 +582,12 @@ class PanosService(Service):
                 size = len(ET.tostring(new_running)) // 1024 + 1
                 job.details = [f"Local configuration size: {size} KB",
                                "Configuration committed successfully"]
+                if self.ha is not None and self.ha.commit_fails_sync(self):
+                    job.result = "FAIL"
+                    job.details = ["Failed to synchronize running configuration with HA peer",
+                                   "Commit failed"]
+                elif self.ha is not None:
+                    self.ha.committed(self)
         with self.store.lock:
             running = ET.tostring(self.store.running, encoding="unicode")
         self.commits.append(CommitRecord(job.id, job.admins, job.result,
@@ -632,6 +662,8 @@ class PanosService(Service):
                         job.outcome = "OK" if job.outcome == "HANG" else job.outcome
                         self._finish(job)
             return "done"
+        if action == "failover" and self.ha is not None:
+            return self.ha.failover()
         raise ValueError(f"unknown action {action!r}")
 
     def set_certificate_status(self, name: str, status: str) -> str:
@@ -747,6 +779,11 @@ def _cmd_words(cmd: str) -> str:
         return " ".join(_path_words(SafeET.fromstring(cmd)))
     except Exception:
         return "?"
+
+
+def _op_words(params: Dict[str, List[str]]) -> List[str]:
+    cmd = _first(params, "cmd")
+    return _cmd_words(cmd).split() if cmd else []
 
 
 def _is_write(kind: Optional[str], action: Optional[str], cmd: Optional[str]) -> bool:

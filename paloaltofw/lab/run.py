@@ -15,6 +15,7 @@ import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .lab import Lab
+from .ha import HaSettings
 from .panorama import PanoramaSettings
 from .panos import PanosSettings
 from .scm import ScmSettings
@@ -27,13 +28,13 @@ log = logging.getLogger("lab")
 def parse_settings(items: Sequence[str]) -> Dict[str, Dict[str, str]]:
     """`panos.commit_duration=2` / `scm.pending_polls=3` / `panorama.push_fail=SERIAL` into
     {service: {name: value}}."""
-    out: Dict[str, Dict[str, str]] = {"panos": {}, "scm": {}, "panorama": {}}
+    out: Dict[str, Dict[str, str]] = {"panos": {}, "scm": {}, "panorama": {}, "ha": {}}
     for item in items:
         key, sep, value = item.partition("=")
         service, dot, name = key.partition(".")
         if not sep or not dot or service not in out:
-            raise ValueError(f"--set {item!r}: expected panos.NAME=VALUE, scm.NAME=VALUE or "
-                             "panorama.NAME=VALUE")
+            raise ValueError(f"--set {item!r}: expected panos.NAME=VALUE, scm.NAME=VALUE, "
+                             "panorama.NAME=VALUE or ha.NAME=VALUE")
         out[service][name] = value
     return out
 
@@ -53,7 +54,7 @@ def parse_faults(items: Sequence[str]) -> List[Tuple[str, FaultRule]]:
 def serve(workdir: str, host: str = "127.0.0.1", panos_port: int = 0, scm_port: int = 0,
           settings: Sequence[str] = (), faults: Sequence[str] = (), api: str = "enrollment",
           stop: Optional[threading.Event] = None, firewalls: int = 1,
-          panorama: int = 0) -> int:
+          panorama: int = 0, ha_pair: bool = False) -> int:
     parsed = parse_settings(settings)
     rules = parse_faults(faults)
     panos_settings, scm_settings = PanosSettings(), ScmSettings()
@@ -64,6 +65,11 @@ def serve(workdir: str, host: str = "127.0.0.1", panos_port: int = 0, scm_port: 
         apply_setting(scm_settings, name, value)
     for name, value in parsed["panorama"].items():
         apply_setting(panorama_settings, name, value)
+    ha_settings = HaSettings()
+    for name, value in parsed["ha"].items():
+        apply_setting(ha_settings, name, value)
+    if parsed["ha"] and not ha_pair:
+        raise ValueError("ha settings need --ha-pair")
     if not 1 <= firewalls <= 1000:
         raise ValueError("--firewalls must be between 1 and 1000")
     if not 0 <= panorama <= 1000:
@@ -72,7 +78,8 @@ def serve(workdir: str, host: str = "127.0.0.1", panos_port: int = 0, scm_port: 
         raise ValueError("panorama settings and faults need --panorama N")
     lab = Lab(workdir, host, panos_port, scm_port, panos_settings, scm_settings,
               firewalls=firewalls, panorama=panorama,
-              panorama_settings=panorama_settings).start()
+              panorama_settings=panorama_settings, ha_pair=ha_pair,
+              ha_settings=ha_settings).start()
     for service, rule in rules:
         endpoints = {"panos": lab.panos_endpoints, "scm": [lab.scm_endpoint],
                      "panorama": [lab.panorama_endpoint] if lab.panorama_endpoint else []}

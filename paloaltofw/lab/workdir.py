@@ -110,14 +110,18 @@ def write_workdir(lab: Lab, directory: str, api: str = "enrollment") -> str:
                         "scm_password": scm["password"], "scm_uri": scm["customer_uri"],
                         "scm_org_id": scm["org_id"]},
     }, secret=True)
-    _write(os.path.join(profiles, "fw_paloalto_config.yaml"), {
-        firewall["hostname"]: {"url": firewall["url"],
-                               "username": AGENT_ADMIN,
-                               "password": info["panos"]["password"],
-                               "admin": AGENT_ADMIN,
-                               "commit_description": "Certificates by paloaltoagent (lab)",
-                               "ca_bundle": info["ca_bundle"]}
-        for firewall in info["firewalls"]}, secret=True)
+    entries = {firewall["hostname"]: {"url": firewall["url"],
+                                      "username": AGENT_ADMIN,
+                                      "password": info["panos"]["password"],
+                                      "admin": AGENT_ADMIN,
+                                      "commit_description": "Certificates by paloaltoagent "
+                                                            "(lab)",
+                                      "ca_bundle": info["ca_bundle"]}
+               for firewall in info["firewalls"]}
+    if info["ha_pair"] is not None:  # each names the other: either may be the active one
+        first, second = info["ha_pair"]["peers"]
+        entries[first]["ha_peer"], entries[second]["ha_peer"] = second, first
+    _write(os.path.join(profiles, "fw_paloalto_config.yaml"), entries, secret=True)
     types = scm["cert_types"]
     samples = dict(CERTIFICATE_PROFILES)
     if info["panorama"] is not None:
