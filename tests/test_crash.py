@@ -1,6 +1,6 @@
 """Crash at every step: the real agent process is killed (SIGKILL) right after each distinct
 API call of the enroll flow and of the renew flow (on a firewall, and of a Panorama template
-certificate), then run again.
+certificate, and on an HA pair), then run again.
 
 Every case must end with exactly one billable order per certificate (per renewal), the
 certificate installed, bound and committed, no request object left over on the firewall, no
@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -113,6 +114,10 @@ def check_outcome(work: Workdir, expected_orders: int, case: str) -> None:
     assert not candidate.findall("shared/certificate/entry/csr"), (case, "request left over")
     assert [c for c in lab.panos.store.pending if c.admin == AGENT_ADMIN] == [], \
         (case, "uncommitted changes")
+    if lab.ha is not None:  # the passive peer holds the same, by sync alone
+        passive = lab.firewalls[1].running_tree()
+        assert ET.tostring(passive.find("shared")) == ET.tostring(running.find("shared")), case
+        assert lab.firewalls[1].store.pending == [], case
 
 
 def check_panorama_outcome(work: Workdir, expected_orders: int, case: str) -> None:
@@ -156,7 +161,7 @@ def check_panorama_outcome(work: Workdir, expected_orders: int, case: str) -> No
 # and the renewal of a Panorama template certificate: its steps include all of the template's
 # enrollment (the key made in the template, the imports) and add the delete and the push.
 FLOWS = [("enroll", "enrollment"), ("enroll", "classic"), ("renew", "enrollment"),
-         ("renew", "panorama")]
+         ("renew", "panorama"), ("renew", "ha")]
 MAX_POINTS = 25
 _CALLS: Dict[Tuple[str, str], List[str]] = {}
 
@@ -167,11 +172,12 @@ def prepare(flow: str, api: str, directory: str, tls: Any, scm: Any) -> Iterator
     agent, in this process) and then revoked on the firewall so that a renewal is due.
     Commits finish at once, so that each commit job is polled exactly once and every run makes
     the same calls in the same order (the kill points are call numbers)."""
-    panorama = api == "panorama"
+    from lab.ha import HaSettings
+    panorama, ha = api == "panorama", api == "ha"
     profile = TEMPLATE_PROFILE_NAME if panorama else PROFILE
-    with running_lab(directory, tls, scm, api="enrollment" if panorama else api,
-                     commit_duration=0.0, keep=[profile], panorama=3 if panorama else 0
-                     ) as work:
+    with running_lab(directory, tls, scm, api="enrollment" if panorama or ha else api,
+                     commit_duration=0.0, keep=[profile], panorama=3 if panorama else 0,
+                     ha_pair=ha, ha_settings=HaSettings(sync_duration=0.0)) as work:
         if flow == "renew":
             assert work.run("enroll")[0] == 0
             with open(os.path.join(work.state, f"{profile}.json")) as handle:
