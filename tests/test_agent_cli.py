@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -92,6 +93,12 @@ def test_demo_runs_offline_and_shows_the_renewal_and_the_panorama_push() -> None
                  "ECDSA-P384", "Lab Sectigo", "GP-Portal-TLS", "removed",
                  "SCM orders placed in total: 5 "):
         assert text in out, text
+    # The renewal reached the GlobalProtect portal's profile and the inbound inspection rule.
+    renewed = re.search(r"new object +(portal-example-com-\d{8})", out)
+    assert renewed, out
+    for consumer in ("GP-Portal-TLS (portal GP-Portal)", "Inbound-Web (inbound inspection)"):
+        line = next(line for line in out.splitlines() if line.strip().startswith(consumer))
+        assert line.rstrip().endswith(renewed.group(1)), line
     # The template certificate, on both firewalls, from their stacks, with its key.
     pushed = [line.split() for line in out.splitlines() if "commit succeeded" in line]
     assert sorted((row[0], row[1], row[-2], row[-1]) for row in pushed) == [

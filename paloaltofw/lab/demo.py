@@ -4,8 +4,9 @@
    directory, with the sample profiles it writes (DV/RSA-2048 bound to an SSL/TLS service
    profile, OV/ECDSA-P384, EV/RSA-4096).
 2. Enroll them all with the real agent, and show what the firewall now runs.
-3. Force a renewal of the bound certificate and show the new object, the repointed service
-   profile and the removal of the old object.
+3. Force a renewal of the bound certificate, which also feeds a GlobalProtect portal and an
+   SSL inbound inspection rule, and show the new object, every repointed consumer and the
+   removal of the old object.
 4. Enroll a certificate in a Panorama template and show it on both firewalls the push reached
    (the lab's Panorama manages the two firewalls, one per template stack).
 """
@@ -16,17 +17,21 @@ import os
 import shutil
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from typing import List, Sequence, TextIO, Tuple
+
+import yaml
 
 from connector import certs
 from connector.bindings import SSL_TLS_SERVICE_PROFILE
 from connector.config import load_config
-from connector.device import DeviceView, parse_view
+from connector.device import DeviceView, parse_config, parse_view
 from connector.lifecycle import RunOptions, run
 from connector.results import Mode
 from connector.text import table
 
-from .lab import SEED_PROFILE, TEMPLATE, TEMPLATE_PROFILE, Lab
+from .lab import (INBOUND_RULE, PORTAL, SEED_PROFILE, TEMPLATE, TEMPLATE_PROFILE, Lab,
+                  seed_consumers)
 from .panorama import PanoramaSettings
 from .panos import PanosSettings
 from .workdir import CERTIFICATE_PROFILES, write_workdir
@@ -39,6 +44,12 @@ def service(view: DeviceView, name: str) -> str:
     """The certificate SSL/TLS service profile `name` points at."""
     bound = view.binding(SSL_TLS_SERVICE_PROFILE, name)
     return bound.certificate if bound else "-"
+
+
+def inbound(config: ET.Element) -> List[str]:
+    """The certificates the demo's SSL inbound inspection rule presents."""
+    return [b.certificate for b in parse_config(config, None).bindings
+            if b.location == INBOUND_RULE and b.certificate]
 
 
 def _table(rows: Sequence[Tuple[str, ...]], out: TextIO) -> None:
@@ -58,6 +69,16 @@ def run_demo(out: TextIO) -> int:
             path = write_workdir(lab, workdir)
             for other in ("panorama-ui", "remote-portal"):  # the README shows those
                 os.remove(os.path.join(workdir, "profiles", f"{other}.yaml"))
+            # The portal certificate also feeds a GlobalProtect portal (through its SSL/TLS
+            # profile) and an inbound inspection rule, as set up on the firewall.
+            seed_consumers(lab.panos)
+            bound_path = os.path.join(workdir, "profiles", f"{BOUND_PROFILE}.yaml")
+            with open(bound_path) as handle:
+                bound_profile = yaml.safe_load(handle)
+            bound_profile["bindings"] = {"globalprotect_portals": [PORTAL],
+                                         "decryption_rules": [INBOUND_RULE]}
+            with open(bound_path, "w") as handle:
+                yaml.safe_dump(bound_profile, handle, sort_keys=False)
             config = load_config(path)
             assert lab.panorama_endpoint is not None
             out.write(f"  firewall {lab.panos_endpoint.url}, Panorama "
@@ -88,8 +109,10 @@ def run_demo(out: TextIO) -> int:
                 return 1
 
             old = service(running, SEED_PROFILE)
+            before = inbound(lab.panos.running_tree())
             out.write(f"2. Force a renewal of {BOUND_PROFILE}, whose certificate "
-                      f"SSL/TLS service profile {SEED_PROFILE} uses:\n")
+                      f"SSL/TLS service profile {SEED_PROFILE} (GlobalProtect portal {PORTAL})"
+                      f" and decryption rule {INBOUND_RULE} use:\n")
             renewed = run(config, [BOUND_PROFILE], RunOptions(mode=Mode.RENEW, force=True)).results[0]
             if renewed.failed:
                 out.write(f"FAILED {renewed.profile}: {renewed.message}\n")
@@ -100,7 +123,9 @@ def run_demo(out: TextIO) -> int:
             _table([("new object", f"{new} (key on the firewall: "
                                    f"{'yes' if entry and entry.has_key else 'no'}, SCM id "
                                    f"{renewed.cert_id})"),
-                    (f"{SEED_PROFILE}", f"{old} -> {new}"),
+                    (f"{SEED_PROFILE} (portal {PORTAL})", f"{old} -> {new}"),
+                    (f"{INBOUND_RULE} (inbound inspection)",
+                     f"{', '.join(before)} -> {', '.join(inbound(lab.panos.running_tree()))}"),
                     ("old object", f"{old}: "
                                    f"{'removed' if old not in after.certificates else 'kept'}")],
                    out)
