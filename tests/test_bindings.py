@@ -128,6 +128,11 @@ def test_a_named_consumer_the_firewall_lacks_stops_before_anything_is_made(
     assert "lab-fw-01 has no decryption rule (SSL inbound inspection) 'Inbound-Typo' " \
            "(bindings.decryption_rules)" in out and "nothing was generated" in out, out
     assert site.orders() == [] and site.commits() == []
+    # README, Troubleshooting: fix the name, and the next run does it.
+    site.profile(SITE, bindings={"decryption_rules": [INBOUND_RULE]})
+    assert site.run("enroll")[0] == 0
+    assert SITE in uses(site.lab.panos.running_tree(), site.lab.panos.settings.list_form()
+                        )["inbound"]
 
 
 # --- vsys: a vsys profile may use a shared certificate ---------------------------------------

@@ -326,6 +326,26 @@ CASES: List[Tuple[str, Callable[[Any], Any], str, List[str]]] = [
     ("panorama-template-name-too-long", panorama(
         TEMPLATE_ENTRY, BRANCH_CERT + "object_name: branch-portal-tls-01\n"), "branch.yaml",
      ["object_name", "at most 18", "Panorama allows 31"]),
+    # HA pairs and bindings (README, "HA pairs", "Bindings").
+    ("ha-peer-unknown", fw(ha_peer="lab-fw-09"), FW,
+     ["lab-fw-01.ha_peer", "no firewall profile 'lab-fw-09'"]),
+    ("ha-peer-itself", fw(ha_peer="lab-fw-01"), FW,
+     ["lab-fw-01.ha_peer", "must be the other firewall of the HA pair"]),
+    ("ha-peer-is-panorama", both(panorama(""), fw(ha_peer="lab-panorama")), FW,
+     ["lab-fw-01.ha_peer", "must be the other firewall"]),
+    ("bindings-unknown-field", cert(bindings={"globalprotect_portal": ["GP"]}), CERT,
+     ["bindings.globalprotect_portal", "did you mean 'globalprotect_portals'"]),
+    ("bindings-bad-name", cert(bindings={"decryption_rules": ["-x"]}), CERT,
+     ["bindings.decryption_rules[0]", "not a valid name"]),
+    ("bindings-management-ui-in-vsys", both(fw(vsys="vsys1"), cert(bindings={
+        "management_ui": True})), CERT,
+     ["bindings.management_ui", "uses shared certificates", "in vsys1"]),
+    ("bindings-on-panoramas-own", panorama("", "firewall: lab-panorama\nvalidation: DV\n"
+                                               "common_name: p.example.com\n"
+                                               "scm: {profile_id: 1}\nbindings:\n"
+                                               "  ike_gateways: [VPN]\n"), "branch.yaml",
+     ["bindings.ike_gateways", "Panorama's own certificate feeds its SSL/TLS service "
+                               "profiles only"]),
     ("config-window-percent-zero", edit("config.yaml", lambda d: d.update(
         renewal={"renew_before": "0%"})), "config.yaml",
      ["renewal.renew_before", "between 1% and 90%"]),

@@ -130,6 +130,10 @@ def test_with_no_active_peer_nothing_is_changed(pair: Workdir) -> None:
     assert "HA pair lab-fw-01/lab-fw-02: no peer active (lab-fw-01: suspended, lab-fw-02: " \
            "suspended); nothing was changed" in out, out
     assert writes_to(pair, "lab-fw-01") == [] and pair.orders() == []
+    # README, Troubleshooting: once a peer is active again, the next run does the work.
+    pair.lab.ha.state[pair.lab.firewalls[1].serial] = "active"
+    assert pair.run("enroll")[0] == 0
+    on_both(pair, "portal-example-com")
 
 
 def test_the_management_interface_choice_which_does_not_sync_is_set_on_each_peer(

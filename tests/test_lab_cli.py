@@ -167,3 +167,28 @@ def test_lab_panorama_writes_working_profiles_for_its_three_targets(tmp_path: An
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
+
+
+def test_lab_ha_pair_writes_profiles_that_work_through_the_active_peer(tmp_path: Any) -> None:
+    workdir = str(tmp_path / "lab")
+    process, info, _ = start_lab(workdir, "--ha-pair", "--set", "ha.sync_duration=0.1")
+    try:
+        assert info["ha_pair"] == {"peers": ["lab-fw-01", "lab-fw-02"], "active": "lab-fw-01"}
+        env = dict(os.environ, sectigo_pycert_config=info["config"])
+        run = subprocess.run([sys.executable, AGENT, "enroll", "--accept-eula",
+                              "portal-dv-rsa2048"], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert run.returncode == 0, run.stderr
+        # A failover, then the passive peer's entry still reaches the pair: nothing to do.
+        control = {"X-Lab-Control": info["control_token"]}
+        answer = requests.post(info["firewalls"][0]["url"] + "/_lab/action/failover",
+                               json={}, headers=control, verify=info["ca_bundle"])
+        assert answer.status_code == 200 and "lab-fw-02 is now active" in answer.text
+        status = subprocess.run([sys.executable, AGENT, "status", "--json",
+                                 "portal-dv-rsa2048"], capture_output=True, text=True,
+                                timeout=120, env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert json.loads(status.stdout)["certificates"][0]["state"] == "ok"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
