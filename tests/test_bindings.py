@@ -126,7 +126,8 @@ def test_a_named_consumer_the_firewall_lacks_stops_before_anything_is_made(
     code, out = site.run("enroll")
     assert code == 1
     assert "lab-fw-01 has no decryption rule (SSL inbound inspection) 'Inbound-Typo' " \
-           "(bindings.decryption_rules)" in out and "nothing was generated" in out, out
+           "(bindings.decryption_rules), which " in out, out
+    assert "site.yaml names; fix the name (nothing was generated)" in out, out
     assert site.orders() == [] and site.commits() == []
     # README, Troubleshooting: fix the name, and the next run does it.
     site.profile(SITE, bindings={"decryption_rules": [INBOUND_RULE]})

@@ -53,6 +53,12 @@ ROWS: Dict[str, str] = {
         "again_next_run",
     "did not make the key and CSR":
         "test_panorama::test_after_a_refused_template_generate_the_advice_given_works",
+    "is not synchronized":
+        "test_ha::test_not_synchronized_fails_with_the_devices_words_and_the_next_run_orders_"
+        "nothing",
+    "no peer active": "test_ha::test_with_no_active_peer_nothing_is_changed",
+    "has no … which … names":
+        "test_bindings::test_a_named_consumer_the_firewall_lacks_stops_before_anything_is_made",
     "keeping old …, still used by": "test_troubleshooting::test_keeping_old_still_used_by",
     "not shorter than this certificate's lifetime":
         "test_troubleshooting::test_window_longer_than_the_lifetime",
