@@ -187,3 +187,31 @@ def test_with_follow_off_only_the_named_consumers_move_and_the_others_keep_the_o
                              "Vsys-TLS", row
     assert row["consumers"] == [{"consumer": f"ssl-tls-service-profile {SEED_PROFILE}",
                                  "managed": True}]
+
+
+def test_a_vsys_certificate_for_a_portal_on_a_shared_profile_stops_before_anything_is_made(
+        tmp_path: Any, tls_pki: Any, scm_pki: Any) -> None:
+    """A shared profile cannot name a vsys certificate: said before a key is made."""
+    from conftest import edit_yaml
+    with running_lab(str(tmp_path / "work"), tls_pki, scm_pki, keep=[]) as work:
+        seed_consumers(work.lab.panos)
+        edit_yaml(f"{work.profiles}/fw_paloalto_config.yaml", "lab-fw-01", vsys="vsys1")
+        work.profile(SITE, bindings={"globalprotect_portals": [PORTAL]})
+        code, out = work.run("enroll")
+        assert code == 1
+        assert f"has vsys1 globalprotect-portal {PORTAL} using SSL/TLS service profile " \
+               f"{SEED_PROFILE} of shared, which cannot name a certificate of vsys1" in out, out
+        assert work.orders() == [] and work.commits() == []
+
+
+def test_a_new_shared_object_never_takes_a_name_a_vsys_certificate_has(
+        vsys_work: Workdir) -> None:
+    """A vsys consumer naming `site` means the vsys's own `site` if there is one: the shared
+    certificate must be called something else."""
+    vsys_work.lab.panos.seed(f"/config/{VSYS1}/certificate",
+                             vsys_work.lab.panos.self_signed(SITE, "other.example.com"))
+    assert vsys_work.run("enroll")[0] == 0
+    name = vsys_work.state_of(SITE)["object"]
+    assert name.startswith(f"{SITE}-")
+    running = vsys_work.lab.panos.running_tree()
+    assert profile_cert(running, "shared", SEED_PROFILE) == name

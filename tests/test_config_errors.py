@@ -126,6 +126,16 @@ def both(*changes: Callable[[Any], Any]) -> Callable[[Any], Tuple[str, None]]:
     return apply
 
 
+def second_peer(one_sided: bool = False) -> Callable[[Any], Tuple[str, None]]:
+    """A second firewall entry, lab-fw-02, paired with lab-fw-01 (or naming no peer)."""
+    def change(data: Dict[str, Any]) -> None:
+        data["lab-fw-02"] = dict(data["lab-fw-01"])
+        data["lab-fw-01"]["ha_peer"] = "lab-fw-02"
+        if not one_sided:
+            data["lab-fw-02"]["ha_peer"] = "lab-fw-01"
+    return edit(FW, change)
+
+
 PANORAMA_FILE = "fw_panorama.yaml"
 PANORAMA_ENTRY = ("lab-panorama:\n  type: panorama\n  url: https://127.0.0.1:9\n"
                   "  api_key: not-sent\n  admin: certbot\n")
@@ -333,6 +343,13 @@ CASES: List[Tuple[str, Callable[[Any], Any], str, List[str]]] = [
      ["lab-fw-01.ha_peer", "must be the other firewall of the HA pair"]),
     ("ha-peer-is-panorama", both(panorama(""), fw(ha_peer="lab-panorama")), FW,
      ["lab-fw-01.ha_peer", "must be the other firewall"]),
+    ("ha-peer-one-sided", second_peer(one_sided=True), FW,
+     ["lab-fw-01.ha_peer", "'lab-fw-02' must name 'lab-fw-01' as its ha_peer too"]),
+    ("ha-pair-object-twice", both(second_peer(), raw(
+        "other.yaml", "firewall: lab-fw-02\nobject_name: portal-example-com\nvalidation: DV\n"
+                      "common_name: other.example.com\nscm: {profile_id: 1}\n")), CERT,
+     ["object 'portal-example-com' on firewall 'lab-fw-01/lab-fw-02' is already managed "
+      "by certificate profile 'other'"]),
     ("bindings-unknown-field", cert(bindings={"globalprotect_portal": ["GP"]}), CERT,
      ["bindings.globalprotect_portal", "did you mean 'globalprotect_portals'"]),
     ("bindings-bad-name", cert(bindings={"decryption_rules": ["-x"]}), CERT,

@@ -6,12 +6,13 @@ the lab's sync writes (the passive peer refuses changes, code 15).
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from typing import Any, Iterator, List, Optional
 
 import pytest
 
-from conftest import Workdir, running_lab
+from conftest import Workdir, edit_yaml, running_lab
 from lab.ha import HaSettings
 from lab.lab import MANAGEMENT_PROFILE, SEED_PROFILE, seed_consumers
 
@@ -48,6 +49,9 @@ def writes_to(work: Workdir, hostname: str) -> List[dict]:
 def pair(tmp_path: Any, tls_pki: Any, scm_pki: Any) -> Iterator[Workdir]:
     with running_lab(str(tmp_path / "pair"), tls_pki, scm_pki, ha_pair=True, keep=[PORTAL],
                      ha_settings=HaSettings(sync_duration=0.1)) as work:
+        for name in ("lab-fw-01", "lab-fw-02"):  # a failing sync fails in 2 s, not 120
+            edit_yaml(os.path.join(work.profiles, "fw_paloalto_config.yaml"), name,
+                      ha_sync_timeout=2)
         yield work
 
 
@@ -101,8 +105,8 @@ def test_not_synchronized_fails_with_the_devices_words_and_the_next_run_orders_n
     assert code == 1
     assert "committed on lab-fw-01, but HA pair lab-fw-01/lab-fw-02 is not synchronized: " \
            "lab-fw-01 says running-sync 'not synchronized' (peer lab-fw-02: passive), also " \
-           "after sync-to-remote (the next run commits and checks again; it orders nothing)" \
-        in out, out
+           "after sync-to-remote, for 2 s (the next run commits and checks again; it orders " \
+           "nothing)" in out, out
     # It failed before the order (the new key must be on both peers first).
     assert pair.state_of(PORTAL)["pending"]["stage"] == "generated" and pair.orders() == []
     pair.lab.ha.settings.sync_fail = False
@@ -159,3 +163,57 @@ def test_the_management_interface_choice_which_does_not_sync_is_set_on_each_peer
     assert {e["summary"].split("xpath=")[-1] for e in writes_to(pair, "lab-fw-02")
             if e.get("type") == "config"} == {
         f"/config/{DEVICE}/deviceconfig/system"}
+
+
+@pytest.mark.parametrize("refuses", [True, False], ids=["passive-refuses", "passive-takes"])
+def test_a_failover_during_a_run_commits_nothing_there_and_the_next_run_finishes(
+        pair: Workdir, refuses: bool) -> None:
+    """The peers swap right after the certificate's import on lab-fw-01: whether the now
+    passive peer refuses the binds or takes them, nothing is committed on it, and the next
+    run finishes on lab-fw-02 with the key it got before the order: one order."""
+    pair.lab.ha.settings.passive_refuses = refuses
+    swapped: List[bool] = []
+
+    def failover_after_the_import(entry: dict) -> None:
+        if not swapped and "type=import" in entry["summary"] and \
+                "certificate-name=portal-example-com" in entry["summary"]:
+            swapped.append(True)
+            pair.lab.ha.failover()
+    pair.lab.panos_endpoint.observers.append(failover_after_the_import)
+    code, out = pair.run("enroll")
+    assert swapped and code == 1, out
+    assert "lab-fw-01 is no longer active" in out or "Operation denied" in out, out
+    # Only the request (committed before the order) runs on lab-fw-01; the import did not.
+    request = entry(pair.lab.firewalls[0].running_tree(), "portal-example-com")
+    assert request is not None and request.find("public-key") is None
+    code, out = pair.run("enroll")
+    assert code == 0, out
+    assert len(pair.orders()) == 1
+    on_both(pair, "portal-example-com")
+
+
+def test_config_sync_off_changes_nothing(pair: Workdir) -> None:
+    pair.lab.ha.settings.sync_enabled = False
+    code, out = pair.run("enroll")
+    assert code == 1 and "configuration sync is off on lab-fw-01 (running-sync-enabled no)" \
+        in out, out
+    assert writes_to(pair, "lab-fw-01") == [] and pair.orders() == []
+
+
+def test_the_passive_peers_own_management_choice_is_kept_and_an_empty_one_is_filled(
+        pair: Workdir) -> None:
+    seed_consumers(pair.lab.firewalls[0])  # lab-fw-01 chooses Mgmt-TLS; lab-fw-02 nothing
+    pair.profile("mgmt", ssl_tls_service_profiles=[MANAGEMENT_PROFILE],
+                 bindings={"management_ui": True})
+    code, out = pair.run("enroll", "mgmt", "--dry-run")
+    assert "point management interface of the HA peer (it does not sync) at SSL/TLS service " \
+           f"profile {MANAGEMENT_PROFILE}" in out, out
+    assert pair.run("enroll", "mgmt")[0] == 0
+    system = f"{DEVICE}/deviceconfig/system/ssl-tls-service-profile"
+    assert pair.lab.firewalls[1].running_tree().findtext(system) == MANAGEMENT_PROFILE
+    # A choice of its own is the peer's: left as it is.
+    for tree in pair.lab.firewalls[1].store.direct():
+        tree.find(system).text = SEED_PROFILE
+    assert pair.run("renew", "mgmt", "--force")[0] == 0
+    assert pair.lab.firewalls[1].running_tree().findtext(system) == SEED_PROFILE
+    assert pair.lab.firewalls[0].running_tree().findtext(system) == MANAGEMENT_PROFILE

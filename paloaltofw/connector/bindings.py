@@ -28,6 +28,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 STORE, VSYS, DEVICE = "store", "vsys", "device"  # where a kind's consumers live
 DEVICE_SCOPE = "device"  # the scope label of device-level consumers
+PEER_SCOPE = "peer"  # an HA pair's passive peer's own device-level settings
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ class Binding:
         return " ".join(p for p in (self.where and f"{self.where}:", vsys, self.kind.name,
                                     self.location) if p)
 
+    def consumer(self) -> str:
+        """describe(), naming a single-node consumer (the management interface) by its kind,
+        and an HA peer's own by whose it is."""
+        if self.scope == PEER_SCOPE:
+            return f"{self.kind.title} of the HA peer"
+        return self.describe() if self.location else self.kind.title
+
     @property
     def slot(self) -> Tuple[str, str, str]:
         """The consumer itself (a listed kind has one binding per member)."""
@@ -194,10 +202,10 @@ def find_bindings(scope: Optional[ET.Element], where: str = "", label: str = "",
                 else:
                     name = (node.text or "").strip()
                 found.append(Binding(kind, location, name, label, where))
-        if kind.managed and kind.template and not where:
-            # A managed consumer that names no certificate yet is still one to know about.
+        if kind.managed and (kind.template or kind.via_profile) and not where:
+            # A managed consumer that names nothing yet is still one to know about.
             found += [Binding(kind, c.get("name", ""), "", label)
-                      for c in scope.findall(kind.consumers) if not c.findall(kind.value)]
+                      for c in consumers if c is not None and not c.findall(kind.value)]
     return found
 
 

@@ -113,7 +113,7 @@ def load_config(path: str, make_decryptor: Optional[MakeDecryptor] = None,
             profile = load_certificate(file_path, firewalls, window,
                                        scm.credentials if scm else None)
             certificates[profile.name] = profile
-        _one_profile_per_object(certificates)
+        _one_profile_per_object(certificates, firewalls)
         metrics = top.section("metrics")
         metrics.only(("file",))
         notifications_path = os.path.join(profiles_dir, NOTIFICATIONS_FILE)
@@ -202,13 +202,18 @@ def _scm(fields: Fields, base: str, credentials_path: str,
         poll_timeout=fields.number("poll_timeout", ScmSettings.poll_timeout), lookup=lookup)
 
 
-def _one_profile_per_object(certificates: Mapping[str, CertificateProfile]) -> None:
+def _one_profile_per_object(certificates: Mapping[str, CertificateProfile],
+                            firewalls: Mapping[str, FirewallProfile]) -> None:
     claimed: Dict[Tuple[str, str], str] = {}
     for profile in certificates.values():
-        key = (profile.firewall, profile.object_name.lower())
+        # The two entries of an HA pair are one configuration.
+        device = firewalls[profile.firewall]
+        where = "/".join(sorted((device.name, device.peer.name))) if device.peer else \
+            profile.firewall
+        key = (where, profile.object_name.lower())
         if key in claimed:
             raise ConfigError(f"object '{profile.object_name}' on firewall "
-                              f"'{profile.firewall}' is already managed by certificate profile "
+                              f"'{where}' is already managed by certificate profile "
                               f"'{claimed[key]}'; give each profile its own object_name",
                               profile.path, "object_name")
         claimed[key] = profile.name
@@ -285,9 +290,11 @@ def _paired(profile: FirewallProfile, devices: Mapping[str, FirewallProfile]
         raise ConfigError(f"'{profile.ha_peer}' must be the other firewall of the HA pair, "
                           "reached directly (an entry with url or host)", profile.path,
                           field_name)
-    if peer.ha_peer not in (None, profile.name):
-        raise ConfigError(f"'{peer.name}' names '{peer.ha_peer}' as its peer, not "
-                          f"'{profile.name}'", profile.path, field_name)
+    if peer.ha_peer != profile.name:
+        # One-sided, profiles on the other entry would skip the pair's logic.
+        raise ConfigError(f"'{peer.name}' must name '{profile.name}' as its ha_peer too "
+                          f"(it names {repr(peer.ha_peer) if peer.ha_peer else 'none'})",
+                          profile.path, field_name)
     if peer.vsys != profile.vsys:
         raise ConfigError(f"'{peer.name}' keeps certificates in {peer.vsys or 'shared'}, "
                           f"'{profile.name}' in {profile.vsys or 'shared'}: an HA pair has "

@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 
 from . import certs, http
-from .bindings import (DEVICE, DEVICE_SCOPE, MANAGEMENT_UI, SSL_TLS_SERVICE_PROFILE, STORE,
+from .bindings import (DEVICE, DEVICE_SCOPE, MANAGEMENT_UI, PEER_SCOPE, SSL_TLS_SERVICE_PROFILE, STORE,
                        VSYS, Binding, BindingKind, consumer_xpath, find_bindings)
 from .errors import AgentError, Interrupted, PanosError
 from .panos import Target, XmlApi
@@ -89,8 +89,10 @@ class DeviceView:
     vsys_names: Dict[str, Set[str]] = field(default_factory=dict)
 
     def _means_ours(self, binding: Binding, name: str) -> bool:
-        return binding.certificate == name and \
-            name not in self.vsys_names.get(binding.scope, set())
+        if binding.certificate != name or name in self.vsys_names.get(binding.scope, set()):
+            return False
+        # Shared objects cannot name a vsys's certificate (§5).
+        return not (self.store_scope.startswith("vsys") and binding.scope == "shared")
 
     def references(self, certificate: str) -> List[Binding]:
         """Every consumer that names `certificate` (directly; see `profile_users`)."""
@@ -135,8 +137,7 @@ class DeviceView:
         for binding in self.references(certificate):
             found.append((binding.describe(), binding.kind.managed and not binding.where))
             if binding.kind == SSL_TLS_SERVICE_PROFILE:
-                found += [(f"{user.describe() if user.location else user.kind.title} "
-                           f"(through {binding.describe()})", True)
+                found += [(f"{user.consumer()} (through {binding.describe()})", True)
                           for user in self.profile_users(binding.scope, binding.location)]
         return found
 
@@ -452,11 +453,13 @@ SYNC_TO_REMOTE = ("<request><high-availability><sync-to-remote><running-config/>
 
 class HaPair(Device):
     """An active/passive HA pair (panorama-ha-bindings.md §3): each run asks both peers their
-    state and works on the active one only (whichever entry the profile names); the commit
-    there is followed by a wait until the running configuration is synchronized to the
-    passive peer. The management interface's profile selection, which does not sync, is
-    also set on the passive peer. Before an order, the new key and CSR are committed and
-    synchronized, so that a failover between runs finds them on the new active peer."""
+    state and works on the active one only (whichever entry the profile names). Before an
+    order, the new key and CSR are committed and synchronized, so that a failover between
+    runs finds them on the new active peer. The commit is made only if that peer is still
+    active, and is followed by a wait until the running configuration is synchronized and
+    the passive peer holds every certificate imported this run. The management interface's
+    profile choice, which does not sync, is planned for the passive peer as a binding of its
+    own (scope PEER_SCOPE) and set there after the sync."""
 
     awaits = "committed on the active peer and synchronized to its HA peer"
 
@@ -473,32 +476,49 @@ class HaPair(Device):
         self.states: Dict[str, HaState] = {}
         self._sleep = sleep
         self._stopping = stopping
-        self._unsynced: List[Tuple[BindingKind, str, str]] = []  # set on each peer
+        self._on_passive: List[Tuple[BindingKind, str, str]] = []  # set there after the sync
+        self._imported: List[str] = []  # the passive peer must hold these after the sync
         self.view = DeviceView()  # the active peer's (the same object, once read)
+        self.label = f"HA pair {self.peers[0].name}/{self.peers[1].name}"
 
-    def read(self) -> DeviceView:
-        """Both peers' HA state (a peer that does not answer is not active), then the active
-        peer's configuration."""
+    def _ask(self) -> str:
+        """Both peers' state into self.states; how they read, for messages."""
         for peer in self.peers:
             try:
                 self.states[peer.name] = ha_state(peer.api)
             except PanosError as exc:
                 self.states[peer.name] = HaState(enabled=True, error=f"unreachable: {exc}")
-        said = ", ".join(f"{p.name}: {self.states[p.name].describe()}" for p in self.peers)
+        return ", ".join(f"{p.name}: {self.states[p.name].describe()}" for p in self.peers)
+
+    def read(self) -> DeviceView:
+        """Both peers' HA state (a peer that does not answer is not active), then the active
+        peer's configuration, and the passive peer's own management interface choice."""
+        said = self._ask()
         if not all(self.states[p.name].enabled or self.states[p.name].error
                    for p in self.peers):
             raise PanosError(f"firewall {self.name}: its ha_peer entry names an HA pair, but "
                              f"HA is not enabled ({said}); remove ha_peer, or enable HA")
         active = [p for p in self.peers if self.states[p.name].active]
         if len(active) != 1:
-            raise PanosError(f"HA pair {self.peers[0].name}/{self.peers[1].name}: "
-                             f"{'no peer' if not active else 'both peers'} active ({said}); "
-                             "nothing was changed")
+            raise PanosError(f"{self.label}: {'no peer' if not active else 'both peers'} "
+                             f"active ({said}); nothing was changed")
         self.active = active[0]
         self.passive = self.peers[1] if self.active is self.peers[0] else self.peers[0]
-        log.info("HA pair %s/%s: %s is active", self.peers[0].name, self.peers[1].name,
-                 self.active.name)
+        if not self.states[self.active.name].sync_enabled:
+            # The passive peer would never get the certificate: after a failover its order
+            # would be stranded (§3.2).
+            raise PanosError(f"{self.label}: configuration sync is off on {self.active.name} "
+                             "(running-sync-enabled no); turn it on (Device > High "
+                             "Availability > General) so that the passive peer gets the "
+                             "certificates; nothing was changed")
+        log.info("%s: %s is active", self.label, self.active.name)
         self.view = self.active.read()
+        # What the passive peer runs (not its candidate: a change a killed run left there
+        # uncommitted is made and committed again).
+        system = self.passive.api.show(f"{DEVICE_XPATH}/deviceconfig/system")
+        chosen = (system.findtext("ssl-tls-service-profile") or "").strip() \
+            if system is not None else ""
+        self.view.bindings.append(Binding(MANAGEMENT_UI, "", chosen, PEER_SCOPE))
         return self.view
 
     def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
@@ -506,75 +526,102 @@ class HaPair(Device):
 
     def export_csr(self, name: str) -> str:
         # The order follows: the key must be on both peers first (class docstring).
-        self.active._commit_own()
-        self._await_sync()
+        self._commit_on_active()
+        self._await_sync([name], certificates=False)
         return self.active.export_csr(name)
 
     def import_certificate(self, name: str, cert: x509.Certificate) -> CertificateEntry:
-        return self.active.import_certificate(name, cert)
+        entry = self.active.import_certificate(name, cert)
+        self._imported.append(name)
+        return entry
 
     def import_ca(self, name: str, cert: x509.Certificate) -> None:
         self.active.import_ca(name, cert)
 
     def bind(self, kind: BindingKind, location: str, name: str, scope: str = "",
              replaces: Optional[str] = None) -> None:
+        if scope == PEER_SCOPE:
+            self._on_passive.append((kind, location, name))
+            self.view.bindings = [b for b in self.view.bindings if b.scope != PEER_SCOPE]
+            self.view.bindings.append(Binding(kind, location, name, PEER_SCOPE))
+            return
         self.active.bind(kind, location, name, scope, replaces)
-        if kind == MANAGEMENT_UI:
-            self._unsynced.append((kind, location, name))
 
     def delete(self, name: str) -> None:
         self.active.delete(name)
 
     def commit(self) -> CommitOutcome:
-        committed = self.active._commit_own()
-        self._await_sync()
-        for kind, location, name in self._unsynced:
+        committed = self._commit_on_active()
+        self._await_sync(self._imported)
+        for kind, location, name in self._on_passive:
             # deviceconfig/system does not sync (§3.3): the passive peer's own choice.
-            self.passive.bind(kind, location, name, DEVICE_SCOPE)
-            self.passive._commit_own()
-        self._unsynced.clear()
+            try:
+                self.passive.bind(kind, location, name, DEVICE_SCOPE)
+                self.passive._commit_own()
+            except PanosError as exc:
+                raise SyncFailed(f"committed on {self.active.name} and synchronized, but "
+                                 f"setting the management interface of {self.passive.name} "
+                                 f"failed: {exc} (the next run tries again)", ()) from None
+        self._on_passive.clear()
         return CommitOutcome(committed)
 
-    def _await_sync(self) -> None:
-        """Until the active peer says its running configuration is synchronized (bounded by
-        ha_sync_timeout); one `sync-to-remote` if it says "not synchronized"."""
-        label = f"HA pair {self.peers[0].name}/{self.peers[1].name}"
+    def _commit_on_active(self) -> bool:
+        """The partial commit, only on a peer that is still the active one: a failover during
+        the run leaves this run's changes in the old active peer's candidate, uncommitted
+        (the next run works on the new active peer, which has the key: see export_csr)."""
+        said = self._ask()
+        if not self.states[self.active.name].active:
+            raise PanosError(f"{self.label}: {self.active.name} is no longer active ({said}); "
+                             "nothing was committed, the next run goes on on the active peer")
+        return self.active._commit_own()
+
+    def _await_sync(self, names: Sequence[str], certificates: bool = True) -> None:
+        """Until the active peer says its running configuration is synchronized and the
+        passive peer holds each of `names` with its key (bounded by ha_sync_timeout); one
+        `sync-to-remote` if it says "not synchronized"."""
         deadline = time.monotonic() + self.profile.ha_sync_timeout
         requested = False
         interval = 0.1
         while True:
             state = ha_state(self.active.api)
-            if not state.sync_enabled or state.running_sync == "synchronized":
-                return
-            if state.running_sync != "synchronization in progress":
-                if requested:
-                    raise SyncFailed(
-                        f"committed on {self.active.name}, but {label} is not synchronized: "
-                        f"{self.active.name} says running-sync '{state.running_sync}' (peer "
-                        f"{self.passive.name}: {state.peer or 'unknown'}), also after "
-                        "sync-to-remote (the next run commits and checks again; it orders "
-                        "nothing)", ())
-                log.info("%s: running-sync is '%s'; asking for sync-to-remote", label,
-                         state.running_sync)
-                self.active.api.op(SYNC_TO_REMOTE, write=True)
-                requested = True
-            elif time.monotonic() + interval > deadline:
-                raise SyncFailed(f"committed on {self.active.name}, but {label} was still "
-                                 f"synchronizing after {self.profile.ha_sync_timeout:.0f} s "
-                                 "(the next run checks again; it orders nothing)", ())
+            if state.running_sync == "synchronized":
+                lacking = [n for n in names if not _held(self.passive, n, certificates)]
+                if not lacking:
+                    return
+                why = f"{self.passive.name} does not yet hold {', '.join(lacking)}"
+            else:
+                why = f"{self.active.name} says running-sync '{state.running_sync}' (peer " \
+                      f"{self.passive.name}: {state.peer or 'unknown'})"
+                if state.running_sync != "synchronization in progress" and not requested:
+                    log.info("%s: %s; asking for sync-to-remote", self.label, why)
+                    self.active.api.op(SYNC_TO_REMOTE, write=True)
+                    requested = True
+            if time.monotonic() + interval > deadline:
+                raise SyncFailed(
+                    f"committed on {self.active.name}, but {self.label} is not synchronized: "
+                    f"{why}{', also after sync-to-remote' if requested else ''}, for "
+                    f"{self.profile.ha_sync_timeout:.0f} s (the next run commits and checks "
+                    "again; it orders nothing)", ())
             self._sleep(interval)
             if self._stopping():
-                raise Interrupted(f"{label}: still synchronizing when the run was "
+                raise Interrupted(f"{self.label}: still synchronizing when the run was "
                                   "interrupted")
             interval = min(interval * 1.5, 5.0)
 
     def commit_text(self) -> str:
-        return (f"commit {self.active.name} (the active peer of HA pair "
-                f"{self.peers[0].name}/{self.peers[1].name}; partial, admin "
+        return (f"commit {self.active.name} (the active peer of {self.label}; partial, admin "
                 f"{self.profile.admin}), then wait until {self.passive.name} is synchronized")
 
     def notices(self) -> List[Notice]:
         return self.peers[0].notices() + self.peers[1].notices()
+
+
+def _held(firewall: "Firewall", name: str, certificate: bool) -> bool:
+    """The firewall's running configuration holds `name` with its key (and, with
+    `certificate`, its certificate; else a request will do)."""
+    element = firewall.api.show(f"{firewall.store}/certificate/entry[@name={_literal(name)}]")
+    return element is not None and element.find("private-key") is not None and \
+        (not certificate or element.find("public-key") is not None)
 
 
 class PanoramaOwn(PanosDevice):
@@ -1036,13 +1083,18 @@ def parse_config(config: Optional[ET.Element], vsys: Optional[str]) -> DeviceVie
             entry = parse_entry(element)
             view.certificates[entry.name] = entry
     if vsys:
+        # The vsys's own consumers; shared profiles only to know where a vsys consumer's
+        # profile lives (they cannot name a vsys certificate). Device-level consumers name
+        # shared certificates.
         view.bindings = find_bindings(store, label=label, lives=(STORE, VSYS))
-    else:
-        view.bindings = find_bindings(shared, label="shared")
-        for name, element in vsyses.items():
-            view.bindings += find_bindings(element, label=name, lives=(STORE, VSYS))
-            view.vsys_names[name] = {e.get("name", "")
-                                     for e in element.findall("certificate/entry")}
+        view.bindings += [b for b in find_bindings(shared, label="shared")
+                          if b.kind == SSL_TLS_SERVICE_PROFILE]
+        return view
+    view.bindings = find_bindings(shared, label="shared")
+    for name, element in vsyses.items():
+        view.bindings += find_bindings(element, label=name, lives=(STORE, VSYS))
+        view.vsys_names[name] = {e.get("name", "")
+                                 for e in element.findall("certificate/entry")}
     view.bindings += find_bindings(device, label=DEVICE_SCOPE, lives=(DEVICE,))
     return view
 

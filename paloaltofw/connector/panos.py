@@ -97,6 +97,14 @@ class XmlApi:
         result = root.find("result")
         return None if result is None or len(result) == 0 else result[0]
 
+    def show(self, xpath: str) -> Optional[ET.Element]:
+        """`type=config&action=show`: the element at xpath in the running configuration, None
+        if absent."""
+        root = self._call({"type": "config", "action": "show", "xpath": xpath},
+                          accept_codes=("7",))
+        result = root.find("result")
+        return None if result is None or len(result) == 0 else result[0]
+
     def set(self, xpath: str, element: str) -> None:
         self._call({"type": "config", "action": "set", "xpath": xpath, "element": element},
                    write=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import certs
-from .bindings import (DEVICE_SCOPE, GLOBALPROTECT_GATEWAY, GLOBALPROTECT_PORTAL,
+from .bindings import (DEVICE_SCOPE, PEER_SCOPE, GLOBALPROTECT_GATEWAY, GLOBALPROTECT_PORTAL,
                        IKE_GATEWAY, INBOUND_INSPECTION, INBOUND_INSPECTION_LIST,
                        MANAGEMENT_UI, SSL_TLS_SERVICE_PROFILE, Binding, BindingKind)
 from .device import CertificateEntry, DeviceView
@@ -142,8 +142,8 @@ def _replace_or_leave(plan: "_Plan", entry: Optional[CertificateEntry],
     old = (state.object or s.profile.object_name) if entry is not None else None
     missing = missing_consumers(s.profile, s.view, s.device)
     if missing:
-        return plan.stopped(f"{s.device} has no {', no '.join(missing)}, which "
-                            f"{s.profile.path} names; fix the name (nothing was generated)")
+        return plan.stopped(f"{s.device} {'; it '.join(missing)}, which {s.profile.path} "
+                            "names; fix the name (nothing was generated)")
     try:
         new = new_object(s.profile, s.view, s.now, freed)
     except AgentError as exc:
@@ -399,13 +399,39 @@ _DIRECT: _Fields = (("decryption_rules", (INBOUND_INSPECTION, INBOUND_INSPECTION
 
 
 def missing_consumers(profile: CertificateProfile, view: DeviceView, device: str) -> List[str]:
-    """The consumers `bindings:` names that the device does not have."""
-    missing = []
+    """What keeps the consumers `bindings:` names from being fed: one the device does not
+    have, one with no SSL/TLS profile when the certificate profile names none to give it,
+    one whose profile cannot name a certificate of this store."""
+    problems = []
+    own = profile.ssl_tls_service_profiles
     for key, kinds in _VIA_PROFILE + _DIRECT:
         for name in getattr(profile.bindings, key):
-            if not view.find(kinds, name):
-                missing.append(f"{kinds[0].title} '{name}' (bindings.{key})")
-    return missing
+            found = view.find(kinds, name)
+            if not found:
+                problems.append(f"has no {kinds[0].title} '{name}' (bindings.{key})")
+            for consumer in found if kinds[0].via_profile else []:
+                problems += _profile_problems(view, consumer, own, f"bindings.{key}")
+    if profile.bindings.management_ui:
+        for consumer in view.find((MANAGEMENT_UI,), "") or [
+                Binding(MANAGEMENT_UI, "", "", DEVICE_SCOPE)]:
+            if consumer.scope != PEER_SCOPE:
+                problems += _profile_problems(view, consumer, own, "bindings.management_ui")
+    return problems
+
+
+def _profile_problems(view: DeviceView, consumer: Binding, own: Sequence[str],
+                      key: str) -> List[str]:
+    label = consumer.consumer()
+    if not consumer.certificate:
+        return [] if own else [f"has {label} with no SSL/TLS service profile to point at the "
+                               f"certificate ({key}; name one in ssl_tls_service_profiles)"]
+    home = "shared" if consumer.scope == DEVICE_SCOPE else consumer.scope
+    where = view.profile_scope(home, consumer.certificate)
+    if view.store_scope.startswith("vsys") and where == "shared":
+        return [f"has {label} using SSL/TLS service profile {consumer.certificate} of shared, "
+                f"which cannot name a certificate of {view.store_scope} ({key}; give it a "
+                f"{view.store_scope} profile, or keep this certificate in shared)"]
+    return []
 
 
 def bind_targets(profile: CertificateProfile, view: DeviceView, new: str,
@@ -423,8 +449,14 @@ def bind_targets(profile: CertificateProfile, view: DeviceView, new: str,
         for name in getattr(profile.bindings, key):
             users += view.find(kinds, name)
     if profile.bindings.management_ui:
-        users += view.find((MANAGEMENT_UI,), "") or [Binding(MANAGEMENT_UI, "", "",
-                                                               DEVICE_SCOPE)]
+        interfaces = view.find((MANAGEMENT_UI,), "")
+        mine = [b for b in interfaces if b.scope != PEER_SCOPE] or \
+            [Binding(MANAGEMENT_UI, "", "", DEVICE_SCOPE)]
+        users += mine
+        # An HA peer's choice does not sync (§3.3): one it has not made is made like ours.
+        chosen = mine[0].certificate or (own[0] if own else "")
+        wanted += [BindTarget(MANAGEMENT_UI, PEER_SCOPE, "", chosen) for b in interfaces
+                   if b.scope == PEER_SCOPE and not b.certificate and chosen]
     for user in users:
         if user.certificate:  # it has a profile: that profile gets the certificate
             home = "shared" if user.scope == DEVICE_SCOPE else user.scope
@@ -466,7 +498,9 @@ def bind_text(view: DeviceView, target: BindTarget, new: str) -> str:
     exists = view.binding(kind, target.location, target.scope) is not None
     if kind.via_profile:
         name = f" {target.location}" if target.location else ""
-        return f"point {kind.title}{name}{where} at SSL/TLS service profile {target.value}"
+        peer = " of the HA peer (it does not sync)" if target.scope == PEER_SCOPE else ""
+        return f"point {kind.title}{name}{where}{peer} at SSL/TLS service profile " \
+               f"{target.value}"
     if kind.listed:
         members = view.members(kind, target.location, target.scope)
         how = f"in place of {target.replaces}" if target.replaces in members else \
@@ -475,8 +509,7 @@ def bind_text(view: DeviceView, target: BindTarget, new: str) -> str:
     if not exists and kind.template is not None:
         return f"create {kind.title} {target.location}{where} for {new}"
     text = f"point {kind.title} {target.location}{where} at {new}"
-    fed = [u.describe() if u.location else u.kind.title
-           for u in view.profile_users(target.scope, target.location)] \
+    fed = [u.consumer() for u in view.profile_users(target.scope, target.location)] \
         if kind == SSL_TLS_SERVICE_PROFILE else []
     return text + (f" (used by {', '.join(fed)})" if fed else "")
 
@@ -486,8 +519,10 @@ def new_object(profile: CertificateProfile, view: DeviceView, now: dt.datetime,
     """The profile's object name when it is free, else `<name>-YYYYMMDD`, then `-2`, `-3`…
     on the same day: predictable and within 63 characters (config.py keeps the base short
     enough). `freed`: names the run will have deleted by then."""
+    # A vsys's own certificate of the same name would shadow a shared one for its consumers.
     taken = {n.lower() for n in view.certificates if n not in freed} | \
-        {n.lower() for n in view.taken}
+        {n.lower() for n in view.taken} | \
+        {n.lower() for names in view.vsys_names.values() for n in names}
     if profile.object_name.lower() not in taken:
         return profile.object_name
     stem = f"{profile.object_name}-{now:%Y%m%d}"

@@ -3,13 +3,14 @@
 * **State.** `show high-availability state` answers in the firewall form of §3.1 (the
   `<group>` wrapper): each peer's `local-info/state` (`active`, `passive`), the other's under
   `peer-info`, and `running-sync` / `running-sync-enabled`.
-* **Sync.** A commit on the active peer starts a sync of its running configuration to the
-  passive one: `running-sync` reads `synchronization in progress` for `sync_duration`
+* **Sync.** A commit on either peer starts a sync of its running configuration to the
+  other: `running-sync` reads `synchronization in progress` for `sync_duration`
   seconds, then `synchronized`, and the passive peer's running (and candidate) configuration
   is the active one's, except `deviceconfig/system`, which does not sync (§3.3: the management
   interface's SSL/TLS profile is chosen on each peer). `request high-availability
   sync-to-remote running-config` syncs again, answering with the 7.1+ "queued" line.
-* **Faults.** `sync_fail`: syncs end `not synchronized` (a sync-to-remote too) until it is
+* **Faults.** `sync_enabled` false: config sync is off (`running-sync-enabled no`), nothing
+  syncs; `sync_fail`: syncs end `not synchronized` (a sync-to-remote too) until it is
   switched off; `commit_sync_fail`: the next N commits on the active peer fail with "Failed to
   synchronize running configuration with HA peer" (their change is running locally, the sync
   did not happen).
@@ -44,6 +45,7 @@ class HaSettings:
     """Knobs of one emulated pair (`--set ha.NAME=VALUE`)."""
 
     sync_duration: float = 0.3  # seconds a sync stays "in progress"
+    sync_enabled: bool = True  # running-sync-enabled: config sync on
     sync_fail: bool = False  # syncs end "not synchronized"
     commit_sync_fail: int = 0  # the next N commits fail to synchronize
     passive_refuses: bool = True  # the passive peer refuses changes (code 15)
@@ -88,7 +90,8 @@ class HaLink:
                 "<conn-status>up</conn-status><mgmt-ip>127.0.0.1/32</mgmt-ip>"
                 f"<serial-num>{peer.serial}</serial-num></peer-info>"
                 f"<running-sync>{self.sync}</running-sync>"
-                "<running-sync-enabled>yes</running-sync-enabled></group>")
+                f"<running-sync-enabled>{'yes' if self.settings.sync_enabled else 'no'}"
+                "</running-sync-enabled></group>")
 
     def refusal(self, service: "PanosService", kind: Optional[str], action: Optional[str],
                 xpath: Optional[str], words: List[str]) -> Optional[ConfigError]:
@@ -111,8 +114,9 @@ class HaLink:
         return True
 
     def committed(self, service: "PanosService") -> None:
-        """A commit on `service` made its running configuration new: sync it to the peer."""
-        if self.state[service.serial] == "active":
+        """A commit on either peer made its running configuration new: sync it to the other
+        (§7: changes on either unit sync; §3.2 advises the active one)."""
+        if self.settings.sync_enabled:
             self.start_sync(service)
 
     def start_sync(self, service: "PanosService") -> None:

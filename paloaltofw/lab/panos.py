@@ -313,7 +313,7 @@ class PanosService(Service):
                     f'<result total-count="{len(nodes)}" count="{len(nodes)}">'
                     f'{"".join(nodes)}</result>')), XML)
             if not nodes:
-                return Response(200, envelope("error", lines=["No such node"]), XML)
+                return Response(200, envelope("error", 7, lines=["No such node"]), XML)
             if len(nodes) > 1:
                 raise ConfigError(8, "show: the xpath selects more than one node; "
                                      "use get or a more specific xpath")
