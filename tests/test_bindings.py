@@ -145,12 +145,16 @@ def vsys_work(tmp_path: Any, tls_pki: Any, scm_pki: Any) -> Iterator[Workdir]:
         yield work
 
 
+def enroll_then_add_a_vsys_profile(work: Workdir) -> None:
+    """The shared certificate enrolled, then a vsys1 SSL/TLS profile that names it."""
+    assert work.run("enroll")[0] == 0
+    work.lab.panos.seed(f"/config/{VSYS1}/ssl-tls-service-profile",
+                        f"<entry name='Vsys-TLS'><certificate>{SITE}</certificate></entry>")
+
+
 def test_a_vsys_profile_naming_a_shared_certificate_is_repointed_and_the_old_one_removed(
         vsys_work: Workdir, capsys: Any) -> None:
-    assert vsys_work.run("enroll")[0] == 0
-    vsys_work.lab.panos.seed(f"/config/{VSYS1}/ssl-tls-service-profile",
-                             f"<entry name='Vsys-TLS'><certificate>{SITE}</certificate>"
-                             "</entry>")
+    enroll_then_add_a_vsys_profile(vsys_work)
     capsys.readouterr()
     code, out = vsys_work.run("renew", "--force")
     assert code == 0, out
@@ -165,10 +169,7 @@ def test_a_vsys_profile_naming_a_shared_certificate_is_repointed_and_the_old_one
 
 def test_with_follow_off_only_the_named_consumers_move_and_the_others_keep_the_old_one(
         vsys_work: Workdir, capsys: Any) -> None:
-    assert vsys_work.run("enroll")[0] == 0
-    vsys_work.lab.panos.seed(f"/config/{VSYS1}/ssl-tls-service-profile",
-                             f"<entry name='Vsys-TLS'><certificate>{SITE}</certificate>"
-                             "</entry>")
+    enroll_then_add_a_vsys_profile(vsys_work)
     vsys_work.profile(SITE, ssl_tls_service_profiles=[SEED_PROFILE],
                       bindings={"follow": False})
     capsys.readouterr()
