@@ -2,13 +2,24 @@
 """Fleet benchmark: the agent against a lab fleet, with counts, wall time against the lower
 bound, peak memory, and parallelism 1 as the baseline in the same invocation.
 
-    .venv/bin/python bench/fleet.py                 # both scenarios (several minutes)
+    .venv/bin/python bench/fleet.py                 # scenarios a, b and c (several minutes)
     .venv/bin/python bench/fleet.py --scenario a    # only the no-op fleet
+    .venv/bin/python bench/fleet.py --scenario a --firewalls 50 --certificates 2
+    .venv/bin/python bench/fleet.py --curve         # the no-op run at 25 ... 400 firewalls
 
-Scenarios (issue "Fleet scale"):
+Scenarios (issues "Fleet scale" and "Fleet cost"):
   a  no-op: 200 firewalls x 5 certificates, none due, 20 ms added to every firewall request;
   b  renewal: 50 firewalls x 4 due certificates, 2 s commits, 2 pending polls per order
-     (scm.poll_interval 1 s).
+     (scm.poll_interval 1 s);
+  c  real networks: the no-op run over 400 firewalls x 5 certificates with 100 ms per
+     firewall request and parallelism 64, against its latency bound (no parallelism-1
+     baseline: it would take minutes and show nothing new).
+`--firewalls` and `--certificates` change the size of the chosen scenario.
+
+The scale curve (`--curve`) runs scenario a's no-op at each of `--sizes` (default 25, 50,
+100, 200, 400 firewalls) against one lab, the floor measured at each size, and fits the
+agent's CPU time to a line over the sizes: its slope is the CPU per firewall, its intercept
+the fixed cost (interpreter start, imports, reading the configuration, teardown).
 
 The lab runs as its own process (`paloaltoagent.py lab --firewalls N`), so lab and agent do
 not share an interpreter. Certificates are first enrolled (not measured); then the lab is set
@@ -59,7 +70,10 @@ SCENARIOS = {
           "commit_duration": 2.0, "pending_polls": 0, "poll_interval": 1.0},
     "b": {"firewalls": 50, "certificates": 4, "due": True, "latency": 0.0,
           "commit_duration": 2.0, "pending_polls": 2, "poll_interval": 1.0},
+    "c": {"firewalls": 400, "certificates": 5, "due": False, "latency": 0.100,
+          "commit_duration": 2.0, "pending_polls": 0, "poll_interval": 1.0, "parallel": 64},
 }
+CURVE_SIZES = (25, 50, 100, 200, 400)
 
 
 def lines(path: str) -> List[Dict[str, Any]]:
@@ -102,7 +116,11 @@ class LabProcess:
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # 400 firewalls with latency close slowly
+            self.process.kill()
+            self.process.wait(timeout=30)
 
 
 def write_profiles(lab: LabProcess, workdir: str, certificates: int, parallel: int,
@@ -182,10 +200,16 @@ def run_agent(config_path: str, *args: str) -> Tuple[int, float, int, float]:
     return process.returncode, wall, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
-def run_floor(lab: LabProcess, parallel: int) -> float:
-    """Wall seconds of the floor client (module docstring) against the lab's firewalls."""
+def run_floor(lab: LabProcess, parallel: int, firewalls: Optional[int] = None) -> float:
+    """Wall seconds of the floor client (module docstring) against the lab's firewalls (the
+    first `firewalls` of them)."""
+    path = lab.info_path
+    if firewalls is not None and firewalls < len(lab.info["firewalls"]):
+        path = f"{lab.info_path}.{firewalls}"
+        with open(path, "w") as handle:
+            json.dump(dict(lab.info, firewalls=lab.info["firewalls"][:firewalls]), handle)
     started = time.monotonic()
-    subprocess.run([sys.executable, FLOOR, lab.info_path, str(parallel)], check=True,
+    subprocess.run([sys.executable, FLOOR, path, str(parallel)], check=True,
                    stdout=subprocess.DEVNULL)
     return time.monotonic() - started
 
@@ -212,11 +236,14 @@ def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
     floor: Optional[float] = None
     if not scenario["due"]:
         # Medians of alternating runs; the counts above are from the first agent run.
-        walls, floors = [wall], [run_floor(lab, parallel)]
+        walls, floors, cpus = [wall], [run_floor(lab, parallel, firewalls)], [cpu]
         for _ in range(repeat - 1):
-            walls.append(run_agent(config_path, "renew")[1])
-            floors.append(run_floor(lab, parallel))
+            _, again, _, used = run_agent(config_path, "renew")
+            walls.append(again)
+            cpus.append(used)
+            floors.append(run_floor(lab, parallel, firewalls))
         wall, floor = statistics.median(walls), statistics.median(floors)
+        cpu = statistics.median(cpus)
     return {"parallel": parallel, "exit": code, "firewall_requests": len(fw),
             "keygen_requests": sum(1 for e in fw if e.get("type") == "keygen"),
             "scm_requests": len(scm), "orders": len(orders), "commits": len(commits),
@@ -227,8 +254,73 @@ def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
             "peak_rss_mb": rss, "agent_cpu_s": round(cpu, 2), "lab_cpu_s": round(lab_cpu, 2)}
 
 
-def scenario_run(name: str, parallel: int, repeat: int) -> List[Dict[str, Any]]:
-    spec = SCENARIOS[name]
+def fit(points: List[Tuple[float, float]]) -> Tuple[float, float]:
+    """Least-squares line through (x, y) points: (slope, intercept)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return slope, my - slope * mx
+
+
+def only_firewalls(lab: LabProcess, workdir: str, keep: int) -> None:
+    """Profiles for the first `keep` firewalls only: their firewall entries, and their
+    certificate profiles (the others' move aside), so the run neither loads nor reads the
+    rest."""
+    profiles, aside = os.path.join(workdir, "profiles"), os.path.join(workdir, "aside")
+    os.makedirs(aside, exist_ok=True)
+    for name in os.listdir(aside):
+        os.rename(os.path.join(aside, name), os.path.join(profiles, name))
+    kept = {f["hostname"] for f in lab.info["firewalls"][:keep]}
+    for name in os.listdir(profiles):
+        if name.startswith("lab-fw-") and name.split("-c")[0] not in kept:
+            os.rename(os.path.join(profiles, name), os.path.join(aside, name))
+    path = os.path.join(profiles, "fw_fleet.yaml")
+    if not os.path.exists(path + ".all"):
+        shutil.copy(path, path + ".all")
+    with open(path + ".all") as handle:
+        entries = yaml.safe_load(handle)
+    with open(path, "w") as handle:
+        yaml.safe_dump({k: v for k, v in entries.items() if k in kept}, handle)
+    os.chmod(path, 0o600)
+
+
+def curve_run(sizes: List[int], certificates: int, parallel: int,
+              repeat: int) -> Dict[str, Any]:
+    """Scenario a's no-op at each size against one lab of the largest size (module
+    docstring)."""
+    spec = dict(SCENARIOS["a"], certificates=certificates)
+    workdir = tempfile.mkdtemp(prefix="bench-curve-")
+    lab = LabProcess(workdir, max(sizes))
+    try:
+        config = write_profiles(lab, workdir, certificates, 64, spec["poll_interval"])
+        print(f"curve: enrolling {max(sizes) * certificates} certificates (setup, not "
+              "measured) ...", file=sys.stderr, flush=True)
+        code, wall, _, _ = run_agent(config, "enroll")
+        if code != 0:
+            raise SystemExit(f"setup enrollment failed ({code})")
+        lab.set_firewalls(latency=spec["latency"], commit_duration=spec["commit_duration"])
+        set_parallel(config, parallel)
+        points = []
+        for size in sizes:
+            only_firewalls(lab, workdir, size)
+            print(f"  measuring {size} firewalls ...", file=sys.stderr, flush=True)
+            run = measure(lab, config, dict(spec, firewalls=size), parallel, repeat)
+            points.append(dict(run, firewalls=size))
+        slope, intercept = fit([(p["firewalls"], p["agent_cpu_s"]) for p in points])
+        return {"spec": spec, "sizes": sizes, "runs": points,
+                "cpu_per_firewall_ms": round(slope * 1000, 2),
+                "fixed_cpu_s": round(intercept, 3),
+                "peak_rss_mb": max(p["peak_rss_mb"] for p in points)}
+    finally:
+        lab.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def scenario_run(name: str, parallel: int, repeat: int,
+                 size: Optional[Tuple[int, int]] = None) -> List[Dict[str, Any]]:
+    spec = dict(SCENARIOS[name])
+    if size is not None:
+        spec["firewalls"], spec["certificates"] = size
     workdir = tempfile.mkdtemp(prefix=f"bench-{name}-")
     # Scenario b: certificates issued 80 days into their 90-day term, so that the default
     # 30-day window finds every one due (after each renewal too).
@@ -245,7 +337,9 @@ def scenario_run(name: str, parallel: int, repeat: int) -> List[Dict[str, Any]]:
         lab.set_firewalls(latency=spec["latency"], commit_duration=spec["commit_duration"])
         lab.set_scm(pending_polls=spec["pending_polls"])
         results = []
-        for p in (parallel, 1):
+        # Scenario c is about latency: its parallelism-1 baseline (400 x 100 ms a run) adds
+        # nothing but minutes.
+        for p in (spec["parallel"],) if "parallel" in spec else (parallel, 1):
             set_parallel(config, p)
             if spec["due"]:
                 age_states(workdir, 80)
@@ -259,7 +353,15 @@ def scenario_run(name: str, parallel: int, repeat: int) -> List[Dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="fleet benchmark (see the module docstring)")
-    parser.add_argument("--scenario", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--scenario", choices=["a", "b", "c", "all"], default="all")
+    parser.add_argument("--firewalls", type=int, help="firewalls of the scenario (or of the "
+                                                       "curve's largest size)")
+    parser.add_argument("--certificates", type=int, help="certificates per firewall")
+    parser.add_argument("--curve", action="store_true",
+                        help="the scale curve instead of the scenarios (module docstring)")
+    parser.add_argument("--sizes", type=lambda text: [int(n) for n in text.split(",")],
+                        default=list(CURVE_SIZES),
+                        help="firewall counts of the curve (default 25,50,100,200,400)")
     parser.add_argument("--parallel", type=int, default=16,
                         help="max_parallel_firewalls for the measured run (default 16, the "
                              "agent's default)")
@@ -275,12 +377,26 @@ def main() -> int:
         help_runs.append(time.monotonic() - t0)
     report: Dict[str, Any] = {"cpus": os.cpu_count(),
                               "help_start_s": round(min(help_runs), 3)}
-    for name in (["a", "b"] if args.scenario == "all" else [args.scenario]):
-        runs = scenario_run(name, args.parallel, max(1, args.repeat))
+    if args.curve:
+        curve = curve_run(args.sizes, args.certificates or 5, args.parallel,
+                          max(1, args.repeat))
+        for run in curve["runs"]:
+            print(json.dumps({"curve": True, **run}))
+        report["curve"] = curve
+        print(json.dumps({"summary": report}, indent=None))
+        print(f"benchmark took {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return 0
+    for name in (["a", "b", "c"] if args.scenario == "all" else [args.scenario]):
+        size = None
+        if args.firewalls or args.certificates:
+            size = (args.firewalls or SCENARIOS[name]["firewalls"],
+                    args.certificates or SCENARIOS[name]["certificates"])
+        runs = scenario_run(name, args.parallel, max(1, args.repeat), size)
         spec = SCENARIOS[name]
-        report[name] = {"spec": spec, "runs": runs,
-                        "speedup_vs_parallel_1": round(runs[1]["wall_s"] / runs[0]["wall_s"],
-                                                       1)}
+        report[name] = {"spec": spec, "runs": runs}
+        if len(runs) > 1:
+            report[name]["speedup_vs_parallel_1"] = round(runs[1]["wall_s"] /
+                                                          runs[0]["wall_s"], 1)
         for run in runs:
             print(json.dumps({"scenario": name, **run}))
     print(json.dumps({"summary": report}, indent=None))
