@@ -173,11 +173,6 @@ class Binding:
             return f"{self.kind.title} of the HA peer"
         return self.describe() if self.location else self.kind.title
 
-    @property
-    def slot(self) -> Tuple[str, str, str]:
-        """The consumer itself (a listed kind has one binding per member)."""
-        return (self.kind.name, self.scope, self.location)
-
 
 def find_bindings(scope: Optional[ET.Element], where: str = "", label: str = "",
                   lives: Iterable[str] = (STORE,)) -> List[Binding]:

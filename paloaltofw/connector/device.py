@@ -28,7 +28,7 @@ from cryptography import x509
 from . import certs, http
 from .bindings import (DEVICE, DEVICE_SCOPE, MANAGEMENT_UI, PEER_SCOPE, SSL_TLS_SERVICE_PROFILE, STORE,
                        VSYS, Binding, BindingKind, consumer_xpath, find_bindings)
-from .errors import AgentError, Interrupted, PanosError
+from .errors import AgentError, PanosError
 from .panos import Target, XmlApi
 from .results import DevicePush
 from .settings import CertificateProfile, DeviceKind, FirewallProfile
@@ -474,8 +474,6 @@ class HaPair(Device):
                       Firewall(profile.peer, sleep, shared, stopping))
         self.active, self.passive = self.peers
         self.states: Dict[str, HaState] = {}
-        self._sleep = sleep
-        self._stopping = stopping
         self._on_passive: List[Tuple[BindingKind, str, str]] = []  # set there after the sync
         self._imported: List[str] = []  # the passive peer must hold these after the sync
         self.view = DeviceView()  # the active peer's (the same object, once read)
@@ -579,10 +577,9 @@ class HaPair(Device):
         """Until the active peer says its running configuration is synchronized and the
         passive peer holds each of `names` with its key (bounded by ha_sync_timeout); one
         `sync-to-remote` if it says "not synchronized"."""
-        deadline = time.monotonic() + self.profile.ha_sync_timeout
-        requested = False
-        interval = 0.1
-        while True:
+        requested, why = False, ""
+        for _ in self.active.api.polls(self.profile.ha_sync_timeout,
+                                       "still synchronizing when the run was interrupted"):
             state = ha_state(self.active.api)
             if state.running_sync == "synchronized":
                 lacking = [n for n in names if not _held(self.passive, n, certificates)]
@@ -596,17 +593,11 @@ class HaPair(Device):
                     log.info("%s: %s; asking for sync-to-remote", self.label, why)
                     self.active.api.op(SYNC_TO_REMOTE, write=True)
                     requested = True
-            if time.monotonic() + interval > deadline:
-                raise SyncFailed(
-                    f"committed on {self.active.name}, but {self.label} is not synchronized: "
-                    f"{why}{', also after sync-to-remote' if requested else ''}, for "
-                    f"{self.profile.ha_sync_timeout:.0f} s (the next run commits and checks "
-                    "again; it orders nothing)", ())
-            self._sleep(interval)
-            if self._stopping():
-                raise Interrupted(f"{self.label}: still synchronizing when the run was "
-                                  "interrupted")
-            interval = min(interval * 1.5, 5.0)
+        raise SyncFailed(
+            f"committed on {self.active.name}, but {self.label} is not synchronized: {why}"
+            f"{', also after sync-to-remote' if requested else ''}, for "
+            f"{self.profile.ha_sync_timeout:.0f} s (the next run commits and checks again; it "
+            "orders nothing)", ())
 
     def commit_text(self) -> str:
         return (f"commit {self.active.name} (the active peer of {self.label}; partial, admin "

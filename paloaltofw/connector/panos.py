@@ -16,7 +16,7 @@ import logging
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from xml.sax.saxutils import escape
 
 import requests
@@ -177,11 +177,10 @@ class XmlApi:
         after FIN it may be a timestamp (panos.md §4.3). With `devices` (a push), also until
         no device entry is PEND: the job reads FIN before its devices finish
         (panorama-ha-bindings.md §2.3)."""
-        deadline = time.monotonic() + timeout
-        # From 0.1 s, growing by half up to 5 s: a quick job is seen quickly, a slow one
-        # cheaply, and the end of a job is noticed at most a third of its time late.
-        interval = 0.1
-        while True:
+        status = None
+        # The job goes on by itself on the device if the run stops; the next run sees it.
+        for _ in self.polls(timeout, f"{what} {job} still running on the device when the run "
+                                     "was interrupted"):
             root = self.op(f"<show><jobs><id>{escape(job)}</id></jobs></show>")
             element = root.find("result/job")
             status = root.findtext("result/job/status")
@@ -192,15 +191,23 @@ class XmlApi:
                 details = [(line.text or "").strip() for line in
                            element.findall("details/line")]
                 return Job(job, (element.findtext("result") or "").strip(), details, element)
+        raise PanosError(f"{self.label}: {what} {job} did not finish within {timeout:.0f} s "
+                         f"(status {status}); it may still complete on the device")
+
+    def polls(self, timeout: float, stopped: str) -> Iterator[None]:
+        """One step per poll of something the device finishes by itself: at once, then after
+        0.1 s growing by half up to 5 s (a quick end is seen quickly, a slow one cheaply and
+        at most a third of its time late), while the next poll fits in `timeout`. A signal
+        asking the run to stop ends the wait with Interrupted(`stopped`)."""
+        deadline = time.monotonic() + timeout
+        interval = 0.1
+        while True:
+            yield
             if time.monotonic() + interval > deadline:
-                raise PanosError(f"{self.label}: {what} {job} did not finish within "
-                                 f"{timeout:.0f} s (status {status}); it may still complete "
-                                 "on the device")
+                return
             self._sleep(interval)
             if self._stopping():
-                # The job goes on by itself on the device; the next run sees its outcome.
-                raise Interrupted(f"{self.label}: {what} {job} still running on "
-                                  "the device when the run was interrupted")
+                raise Interrupted(f"{self.label}: {stopped}")
             interval = min(interval * 1.5, 5.0)
 
     def keygen(self) -> str:

@@ -140,7 +140,7 @@ def _replace_or_leave(plan: "_Plan", entry: Optional[CertificateEntry],
             f"{decision.condition.reason}; enroll leaves it, renew replaces it"
         return plan.close()
     old = (state.object or s.profile.object_name) if entry is not None else None
-    missing = missing_consumers(s.profile, s.view, s.device)
+    missing = missing_consumers(s.profile, s.view)
     if missing:
         return plan.stopped(f"{s.device} {'; it '.join(missing)}, which {s.profile.path} "
                             "names; fix the name (nothing was generated)")
@@ -398,7 +398,7 @@ _DIRECT: _Fields = (("decryption_rules", (INBOUND_INSPECTION, INBOUND_INSPECTION
            ("ike_gateways", (IKE_GATEWAY,)))
 
 
-def missing_consumers(profile: CertificateProfile, view: DeviceView, device: str) -> List[str]:
+def missing_consumers(profile: CertificateProfile, view: DeviceView) -> List[str]:
     """What keeps the consumers `bindings:` names from being fed: one the device does not
     have, one with no SSL/TLS profile when the certificate profile names none to give it,
     one whose profile cannot name a certificate of this store."""
