@@ -192,3 +192,28 @@ def test_lab_ha_pair_writes_profiles_that_work_through_the_active_peer(tmp_path:
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
+
+
+def test_lab_ha_pair_with_panorama_writes_a_through_panorama_profile_outside_the_pair(
+        tmp_path: Any) -> None:
+    """The agent does not reach HA pairs through Panorama, so the lab's profile for a
+    firewall through Panorama names one outside the pair, and refuses a Panorama with too
+    few firewalls for that."""
+    refused = subprocess.run([sys.executable, AGENT, "lab", "--ha-pair", "--panorama", "2",
+                              "--workdir", str(tmp_path / "small")], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "--ha-pair with --panorama N needs N of at least 3" \
+        in refused.stderr, refused.stderr
+    process, info, _ = start_lab(str(tmp_path / "lab"), "--ha-pair", "--panorama", "3")
+    try:
+        written = open(os.path.join(str(tmp_path / "lab"), "profiles",
+                                    "fw_panorama.yaml")).read()
+        assert "lab-fw-03-via-panorama" in written, written
+        env = dict(os.environ, sectigo_pycert_config=info["config"])
+        run = subprocess.run([sys.executable, AGENT, "enroll", "--accept-eula",
+                              "remote-portal", "portal-dv-rsa2048"], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert run.returncode == 0, run.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)

@@ -95,6 +95,11 @@ class Lab:
                  ha_pair: bool = False, ha_settings: Optional[HaSettings] = None) -> None:
         """`panorama=N`: also a Panorama managing the first N firewalls (at least N are made).
         `ha_pair`: the first two firewalls are an HA pair, lab-fw-01 active (lab/ha.py)."""
+        if ha_pair and 0 < panorama < 3:
+            # The profile for a firewall through Panorama needs one outside the pair: the
+            # agent does not reach HA pairs through Panorama.
+            raise ValueError("--ha-pair with --panorama N needs N of at least 3 (Panorama "
+                             "must manage a firewall outside the HA pair)")
         self.workdir = os.path.abspath(workdir)
         self.host = host
         self.control_token = secrets.token_urlsafe(16)

@@ -135,9 +135,12 @@ def write_workdir(lab: Lab, directory: str, api: str = "enrollment") -> str:
 
 def _write_panorama(lab: Lab, info: Dict[str, Any], profiles: str) -> Dict[str, Any]:
     """The three Panorama targets (README, Panorama): Panorama itself, its template, and the
-    last managed firewall reached through it. Returns their certificate profiles."""
+    last managed firewall outside an HA pair, reached through it. Returns their certificate
+    profiles."""
     panorama = info["panorama"]
-    remote = next(f for f in info["firewalls"] if f["serial"] == panorama["managed"][-1])
+    paired = set(info["ha_pair"]["peers"]) if info["ha_pair"] else set()
+    remote = next(f for f in reversed(info["firewalls"]) if f["serial"] in panorama["managed"]
+                  and f["hostname"] not in paired)
     remote_device = f"{remote['hostname']}-via-panorama"
     _write(os.path.join(profiles, "fw_panorama.yaml"), {
         PANORAMA_DEVICE: {"type": "panorama", "url": panorama["url"],
