@@ -198,6 +198,9 @@ def test_config_sync_off_changes_nothing(pair: Workdir) -> None:
     assert code == 1 and "configuration sync is off on lab-fw-01 (running-sync-enabled no)" \
         in out, out
     assert writes_to(pair, "lab-fw-01") == [] and pair.orders() == []
+    pair.lab.ha.settings.sync_enabled = True  # the advice: turn it on
+    assert pair.run("enroll")[0] == 0
+    on_both(pair, "portal-example-com")
 
 
 def test_the_passive_peers_own_management_choice_is_kept_and_an_empty_one_is_filled(
@@ -217,3 +220,20 @@ def test_the_passive_peers_own_management_choice_is_kept_and_an_empty_one_is_fil
     assert pair.run("renew", "mgmt", "--force")[0] == 0
     assert pair.lab.firewalls[1].running_tree().findtext(system) == SEED_PROFILE
     assert pair.lab.firewalls[0].running_tree().findtext(system) == MANAGEMENT_PROFILE
+
+
+def test_ha_peer_on_firewalls_without_ha_is_a_clear_error_and_removing_it_works(
+        tmp_path: Any, tls_pki: Any, scm_pki: Any) -> None:
+    with running_lab(str(tmp_path / "two"), tls_pki, scm_pki, firewalls=2,
+                     keep=[PORTAL]) as work:
+        devices = os.path.join(work.profiles, "fw_paloalto_config.yaml")
+        edit_yaml(devices, "lab-fw-01", ha_peer="lab-fw-02")
+        edit_yaml(devices, "lab-fw-02", ha_peer="lab-fw-01")
+        code, out = work.run("enroll")
+        assert code == 1 and "its ha_peer entry names an HA pair, but HA is not enabled " \
+            "(lab-fw-01: HA not enabled, lab-fw-02: HA not enabled); remove ha_peer, or " \
+            "enable HA" in out, out
+        assert writes_to(work, "lab-fw-01") == [] and work.orders() == []
+        for name in ("lab-fw-01", "lab-fw-02"):  # the advice
+            edit_yaml(devices, name, ha_peer=None)
+        assert work.run("enroll")[0] == 0
