@@ -180,28 +180,42 @@ def verify_issued(chain: Chain, csr_key_der: bytes, names: Sequence[str],
                                     f"with '{subject_cn(parent)}'")
 
 
+@dataclass(frozen=True)
 class Facts:
-    """What the lifecycle asks of an installed certificate, read from it once (a fleet's
-    nightly run asks it of every certificate, several times). The subjectAltNames are read
-    only when asked for: an expired or revoked certificate is reported without them."""
+    """What the lifecycle asks of an installed certificate: a nightly run asks it of every
+    certificate of the fleet, so it is read from the X.509 once, and kept (cache.py) by the
+    hash of the PEM it came from. `names` is None when the subjectAltName cannot be read: an
+    expired or revoked certificate is still reported, and `covers` raises for the rest."""
 
-    def __init__(self, cert: x509.Certificate) -> None:
-        self._cert = cert
-        self.not_before: dt.datetime = cert.not_valid_before_utc
-        self.not_after: dt.datetime = cert.not_valid_after_utc
-        self.key_label = key_label(cert)
-        self.subject_cn = subject_cn(cert)
-        self.issuer_cn = issuer_cn(cert)
-        self._names: Optional[Sequence[str]] = None
+    not_before: dt.datetime
+    not_after: dt.datetime
+    key_label: str
+    subject_cn: str
+    issuer_cn: str
+    names: Optional[Tuple[str, ...]]
 
-    @property
-    def names(self) -> Sequence[str]:
-        if self._names is None:
-            self._names = tuple(certificate_names(self._cert))
-        return self._names
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> "Facts":
+        try:
+            names: Optional[Tuple[str, ...]] = tuple(certificate_names(cert))
+        except ValueError:
+            names = None
+        return cls(not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                   key_label=key_label(cert), subject_cn=subject_cn(cert),
+                   issuer_cn=issuer_cn(cert), names=names)
 
     def covers(self, name: str) -> bool:
+        if self.names is None:
+            raise ValueError(f"the subjectAltName of '{self.subject_cn}' cannot be read")
         return names_cover(self.names, name)
+
+
+def load_pem(pem: str) -> Optional[x509.Certificate]:
+    """The certificate of a PEM text, None when it is not a readable one."""
+    try:
+        return x509.load_pem_x509_certificate(pem.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return None
 
 
 def subject_cn(cert: x509.Certificate) -> str:

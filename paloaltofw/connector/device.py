@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 
 from . import certs, http
+from .cache import KnownFacts
 from .bindings import (DEVICE, DEVICE_SCOPE, MANAGEMENT_UI, PEER_SCOPE, SSL_TLS_SERVICE_PROFILE, STORE,
                        VSYS, Binding, BindingKind, consumer_xpath, find_bindings)
 from .errors import AgentError, PanosError
@@ -48,29 +49,56 @@ class Notice:
     message: str
 
 
-@dataclass
 class CertificateEntry:
-    """A certificate object as the device holds it (panos.md §3.2)."""
+    """A certificate object as the device holds it (panos.md §3.2): with a certificate given
+    as parsed (`cert`, after an import) or as the device's PEM text (`pem`, from a read),
+    which is parsed only when the X.509 itself is needed: its facts come from `known`, the
+    run's cache, without parsing. An entry belongs to one device's thread: no lock here."""
 
-    name: str
-    has_key: bool
-    cert: Optional[x509.Certificate] = None
-    status: str = "valid"
-    _facts: Optional[certs.Facts] = field(default=None, init=False, repr=False, compare=False)
+    def __init__(self, name: str, has_key: bool, cert: Optional[x509.Certificate] = None,
+                 status: str = "valid", pem: Optional[str] = None,
+                 known: Optional[KnownFacts] = None) -> None:
+        self.name = name
+        self.has_key = has_key
+        self.status = status
+        self._cert = cert
+        self._pem = pem if cert is None and pem and "BEGIN CERTIFICATE" in pem else None
+        self._known = known
+        self._facts: Optional[certs.Facts] = None
+
+    def __repr__(self) -> str:
+        return f"CertificateEntry({self.name!r}, has_key={self.has_key}, " \
+               f"certificate={self.has_certificate}, status={self.status!r})"
+
+    @property
+    def cert(self) -> Optional[x509.Certificate]:
+        if self._cert is None and self._pem is not None:
+            self._cert = certs.load_pem(self._pem)
+            if self._cert is None:
+                self._pem = None
+                log.warning("certificate %s: public-key is not a readable certificate",
+                            self.name)
+        return self._cert
 
     @property
     def facts(self) -> Optional[certs.Facts]:
-        """Read from the certificate on first use. (Not functools.cached_property: before
-        Python 3.12 it takes one lock for all instances, which the firewall threads contend
-        for.) An entry belongs to one device's thread, so no lock is needed here."""
-        if self._facts is None and self.cert is not None:
-            self._facts = certs.Facts(self.cert)
+        if self._facts is None:
+            if self._cert is None and self._pem is not None and self._known is not None:
+                self._facts = self._known.facts(self._pem)
+                if self._facts is None:
+                    _ = self.cert  # unreadable: said once, and forgotten
+            elif self.cert is not None:
+                self._facts = certs.Facts.of(self.cert)
         return self._facts
+
+    @property
+    def has_certificate(self) -> bool:
+        return self.facts is not None
 
     @property
     def is_request(self) -> bool:
         """A key and CSR, no certificate: nothing can use it."""
-        return self.has_key and self.cert is None
+        return self.has_key and not self.has_certificate
 
 
 @dataclass
@@ -234,13 +262,15 @@ class Device(abc.ABC):
 
 def make_device(profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
                 shared: Optional[http.Shared] = None,
-                stopping: Callable[[], bool] = lambda: False) -> Device:
-    """The device a profile names: the one place that knows the kinds."""
+                stopping: Callable[[], bool] = lambda: False,
+                known: Optional[KnownFacts] = None) -> Device:
+    """The device a profile names: the one place that knows the kinds. `known`: the
+    run's certificate facts (cache.py)."""
     if profile.peer is not None:
-        return HaPair(profile, sleep=sleep, shared=shared, stopping=stopping)
+        return HaPair(profile, sleep=sleep, shared=shared, stopping=stopping, known=known)
     kind = {DeviceKind.FIREWALL: Firewall, DeviceKind.PANORAMA: PanoramaOwn,
             DeviceKind.TEMPLATE: PanoramaTemplate}[profile.kind]
-    return kind(profile, sleep=sleep, shared=shared, stopping=stopping)
+    return kind(profile, sleep=sleep, shared=shared, stopping=stopping, known=known)
 
 
 class PanosDevice(Device):
@@ -249,10 +279,12 @@ class PanosDevice(Device):
     def __init__(self, profile: FirewallProfile, target: Target, store: str,
                  sleep: Callable[[float], None] = time.sleep,
                  shared: Optional[http.Shared] = None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 known: Optional[KnownFacts] = None) -> None:
         self.profile = profile
         self.name = profile.name
         self.api = XmlApi(profile, target, sleep=sleep, shared=shared, stopping=stopping)
+        self.known = known
         self.store = store  # xpath of the store's scope: its certificates and consumers
         self.config_root = "/config"  # xpath of the configuration tree the store is in
         self.view = DeviceView()
@@ -282,7 +314,8 @@ class PanosDevice(Device):
     def read(self) -> DeviceView:
         """One `get` of the configuration: the store's certificates, and every consumer
         that can name them (parse_config)."""
-        self.view = parse_config(self.api.get(self.config_root), self.profile.vsys)
+        self.view = parse_config(self.api.get(self.config_root), self.profile.vsys,
+                                 self.known)
         return self.view
 
     # -- certificates -------------------------------------------------------------------------
@@ -316,7 +349,7 @@ class PanosDevice(Device):
 
     def read_certificate(self, name: str) -> Optional[CertificateEntry]:
         element = self._entry(name)
-        return parse_entry(element) if element is not None else None
+        return parse_entry(element, self.known) if element is not None else None
 
     def _entry(self, name: str) -> Optional[ET.Element]:
         return self.api.get(f"{self.store}/certificate/entry[@name={_literal(name)}]")
@@ -398,12 +431,13 @@ class Firewall(PanosDevice):
 
     def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
                  shared: Optional[http.Shared] = None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 known: Optional[KnownFacts] = None) -> None:
         # With vsys, the CSR lands in (and imports go to) the vsys store; without, shared.
         store = f"{DEVICE_XPATH}/vsys/entry[@name='{profile.vsys}']" if profile.vsys \
             else "/config/shared"
         super().__init__(profile, Target(vsys=profile.vsys, serial=profile.serial), store,
-                         sleep, shared, stopping)
+                         sleep, shared, stopping, known)
 
     def commit_text(self) -> str:
         through = f" through Panorama {self.profile.panorama}" if self.profile.serial else ""
@@ -465,13 +499,14 @@ class HaPair(Device):
 
     def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
                  shared: Optional[http.Shared] = None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 known: Optional[KnownFacts] = None) -> None:
         assert profile.peer is not None
         self.profile = profile
         self.name = profile.name
         self.name_limit = profile.object_name_limit
-        self.peers = (Firewall(profile, sleep, shared, stopping),
-                      Firewall(profile.peer, sleep, shared, stopping))
+        self.peers = (Firewall(profile, sleep, shared, stopping, known),
+                      Firewall(profile.peer, sleep, shared, stopping, known))
         self.active, self.passive = self.peers
         self.states: Dict[str, HaState] = {}
         self._on_passive: List[Tuple[BindingKind, str, str]] = []  # set there after the sync
@@ -621,12 +656,13 @@ class PanoramaOwn(PanosDevice):
 
     def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
                  shared: Optional[http.Shared] = None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
-        super().__init__(profile, Target(), "/config/panorama", sleep, shared, stopping)
+                 stopping: Callable[[], bool] = lambda: False,
+                 known: Optional[KnownFacts] = None) -> None:
+        super().__init__(profile, Target(), "/config/panorama", sleep, shared, stopping, known)
 
     def read(self) -> DeviceView:
         """Panorama's own store and its profiles, alone: one `get` of /config/panorama."""
-        self.view = parse_view(self.api.get(self.store), "panorama")
+        self.view = parse_view(self.api.get(self.store), "panorama", self.known)
         return self.view
 
     def generate(self, name: str, profile: CertificateProfile, again: bool = False) -> None:
@@ -667,7 +703,8 @@ class PanoramaTemplate(PanosDevice):
 
     def __init__(self, profile: FirewallProfile, sleep: Callable[[float], None] = time.sleep,
                  shared: Optional[http.Shared] = None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 known: Optional[KnownFacts] = None) -> None:
         assert profile.template is not None
         self.template = profile.template
         self.root = f"{DEVICE_XPATH}/template/entry[@name={_literal(profile.template)}]"
@@ -676,7 +713,7 @@ class PanoramaTemplate(PanosDevice):
         # Shared-store imports name the template; a vsys store needs the session target
         # instead, as target-tpl-vsys is ignored before PAN-OS 12.1 (§1.3, PAN-257229).
         super().__init__(profile, Target(template=None if profile.vsys else profile.template),
-                         store, sleep, shared, stopping)
+                         store, sleep, shared, stopping, known)
         self.config_root = f"{self.root}/config"
         self.stacks: List[Stack] = []
         self.unscoped_push = False  # Panorama refused <admin> in commit-all
@@ -699,7 +736,7 @@ class PanoramaTemplate(PanosDevice):
                 for v in template.findall("config/devices/entry/vsys/entry")):
             raise PanosError(f"{self.api.label}: template '{self.template}' has no "
                              f"{self.profile.vsys}")
-        self.view = parse_config(template.find("config"), self.profile.vsys)
+        self.view = parse_config(template.find("config"), self.profile.vsys, self.known)
         # Where Panorama might put a request meant for the template (§1.5: its own store;
         # for a vsys, the template's shared store, as with target-tpl-vsys, PAN-257229):
         # new objects take names free there too, so a probe never lands on a real one.
@@ -1021,17 +1058,10 @@ def _device_push(stack: str, entry: ET.Element) -> DevicePush:
 
 # --- parsing --------------------------------------------------------------------------------
 
-def parse_entry(entry: ET.Element) -> CertificateEntry:
-    pem = entry.findtext("public-key")
-    cert = None
-    if pem and "BEGIN CERTIFICATE" in pem:
-        try:
-            cert = x509.load_pem_x509_certificate(pem.strip().encode("ascii"))
-        except ValueError:
-            log.warning("certificate %s: public-key is not a readable certificate",
-                        entry.get("name"))
+def parse_entry(entry: ET.Element, known: Optional[KnownFacts] = None) -> CertificateEntry:
     return CertificateEntry(entry.get("name", ""), entry.find("private-key") is not None,
-                            cert, (entry.findtext("status") or "valid").strip())
+                            status=(entry.findtext("status") or "valid").strip(),
+                            pem=entry.findtext("public-key"), known=known)
 
 
 def _scope_references(config: Optional[ET.Element], where: str) -> List[Binding]:
@@ -1042,19 +1072,21 @@ def _scope_references(config: Optional[ET.Element], where: str) -> List[Binding]
             if b.certificate]
 
 
-def parse_view(scope: Optional[ET.Element], label: str = "") -> DeviceView:
+def parse_view(scope: Optional[ET.Element], label: str = "",
+               known: Optional[KnownFacts] = None) -> DeviceView:
     """A store's scope alone: its certificates and the bindings in it (Panorama's own)."""
     view = DeviceView(store_scope=label)
     if scope is None:
         return view
     for element in scope.findall("certificate/entry"):
-        entry = parse_entry(element)
+        entry = parse_entry(element, known)
         view.certificates[entry.name] = entry
     view.bindings = find_bindings(scope, label=label)
     return view
 
 
-def parse_config(config: Optional[ET.Element], vsys: Optional[str]) -> DeviceView:
+def parse_config(config: Optional[ET.Element], vsys: Optional[str],
+                 known: Optional[KnownFacts] = None) -> DeviceView:
     """A firewall's configuration (or a template's): the certificates of the store the
     profile names (shared, or `vsys`), and every consumer that can see them: for shared,
     those in shared, in every vsys (a vsys may name a shared certificate, §5) and at device
@@ -1071,7 +1103,7 @@ def parse_config(config: Optional[ET.Element], vsys: Optional[str]) -> DeviceVie
     store = vsyses.get(vsys) if vsys else shared
     if store is not None:
         for element in store.findall("certificate/entry"):
-            entry = parse_entry(element)
+            entry = parse_entry(element, known)
             view.certificates[entry.name] = entry
     if vsys:
         # The vsys's own consumers; shared profiles only to know where a vsys consumer's

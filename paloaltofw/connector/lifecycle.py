@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import http
+from .cache import KnownFacts
 from .device import CertificateEntry, Device, PushFailed, make_device
 from .errors import AgentError, Interrupted, PanosError
 from .ordering import OrderDesk, Rejected, ScmClients
@@ -486,6 +487,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
     clients = ScmClients(config.scm, pool_size=workers)
     counted = threading.Lock()
     shared = http.Shared()  # TLS contexts and proxy settings, prepared once for all devices
+    known = KnownFacts(config.state_dir)  # certificate facts by PEM hash, from earlier runs
 
     def one_device(name: str) -> List[Result]:
         firewall = config.firewalls[name]
@@ -493,7 +495,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
             log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
                         "connection can be intercepted", firewall.name)
         device = make_device(firewall, sleep=options.pause, shared=shared,
-                             stopping=options.stopping)
+                             stopping=options.stopping, known=known)
         worker = DeviceRun(device, by_device[name], store, config.scm, clients, options)
         try:
             return worker.run()
@@ -527,6 +529,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
         with store.lock():
             batches = all_devices()
     report.results = [result for batch in batches for result in batch]
+    known.save(complete=not names)
     report.seconds = time.monotonic() - started
     return report
 

@@ -157,7 +157,7 @@ def _replace_or_leave(plan: "_Plan", entry: Optional[CertificateEntry],
 def _resume_installed(plan: "_Plan", pending: Pending) -> Decision:
     """An earlier run imported the certificate, and its commit did not happen or failed."""
     entry = plan.s.view.certificates.get(pending.object)
-    if entry is not None and entry.cert is not None and entry.has_key:
+    if entry is not None and entry.has_certificate and entry.has_key:
         return plan.finish(pending.object, pending.replaces, pending.order_id, installed=True)
     if not _import_lost(plan.s.view, pending):
         # The candidate lost the import (reverted by hand) but kept the request: the order
@@ -173,7 +173,7 @@ def _import_lost(view: DeviceView, pending: Pending) -> bool:
     """The certificate an earlier run imported is gone from the candidate, key and all."""
     entry = view.certificates.get(pending.object)
     return not (entry is not None and (entry.is_request or
-                                       (entry.cert is not None and entry.has_key)))
+                                       (entry.has_certificate and entry.has_key)))
 
 
 class _Plan:

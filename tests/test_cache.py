@@ -1,0 +1,175 @@
+"""The cache of derived facts (connector/cache.py): found again only by the bytes it was
+derived from, so a changed certificate is read afresh; safe to delete or damage; written only
+when a run learned something."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import Any, Dict, List
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from connector.cache import CACHE_DIR, KnownFacts
+from connector.certs import Facts
+from test_agent_e2e import seed_certificate
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def pem(days: int, names: List[str], cn: str = "www.example.com") -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+    builder = x509.CertificateBuilder().subject_name(subject).issuer_name(subject) \
+        .public_key(key.public_key()).serial_number(x509.random_serial_number()) \
+        .not_valid_before(NOW - dt.timedelta(days=max(1, -days + 1))) \
+        .not_valid_after(NOW + dt.timedelta(days=days))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(n) for n in names]), critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def read_fresh(text: str) -> Facts:
+    return Facts.of(x509.load_pem_x509_certificate(text.encode("ascii")))
+
+
+def cache_file(state: str) -> str:
+    return os.path.join(state, CACHE_DIR, KnownFacts.FILE)
+
+
+def test_facts_from_the_cache_are_the_certificates_own(tmp_path: Any) -> None:
+    text = pem(60, ["www.example.com", "*.example.net"])
+    first = KnownFacts(str(tmp_path))
+    assert first.facts(text) == read_fresh(text)
+    first.save(complete=True)
+    again = KnownFacts(str(tmp_path))
+    found = again.facts(text)
+    assert found == read_fresh(text) and found is not None and found.covers("a.example.net")
+    assert found.not_after.tzinfo is not None
+
+
+def test_another_certificate_is_read_afresh_never_taken_from_the_cache(tmp_path: Any) -> None:
+    # Same name, same names, a new certificate (the administrator re-imported): new facts.
+    old, new = pem(60, ["www.example.com"]), pem(-2, ["www.example.com"])
+    known = KnownFacts(str(tmp_path))
+    assert known.facts(old) is not None
+    known.save(complete=True)
+    later = KnownFacts(str(tmp_path))
+    facts = later.facts(new)
+    assert facts == read_fresh(new) and facts is not None and facts.not_after < NOW
+
+
+def test_a_damaged_or_foreign_cache_is_ignored_and_rebuilt(tmp_path: Any) -> None:
+    text = pem(30, ["www.example.com"])
+    path = cache_file(str(tmp_path))
+    os.makedirs(os.path.dirname(path))
+    for damage in ("not json {", json.dumps({"version": 99, "facts": {}}), "[1, 2]"):
+        with open(path, "w") as handle:
+            handle.write(damage)
+        known = KnownFacts(str(tmp_path))
+        assert known.facts(text) == read_fresh(text)
+        known.save(complete=True)
+        with open(path) as handle:
+            assert len(json.load(handle)["facts"]) == 1
+
+
+def test_a_damaged_entry_is_read_again_from_the_certificate(tmp_path: Any) -> None:
+    text = pem(30, ["www.example.com"])
+    known = KnownFacts(str(tmp_path))
+    known.facts(text)
+    known.save(complete=True)
+    path = cache_file(str(tmp_path))
+    with open(path) as handle:
+        data = json.load(handle)
+    (entry,) = data["facts"].values()
+    entry["not_after"] = "2030-01-01T00:00:00"  # no zone: not an entry this code wrote
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    assert KnownFacts(str(tmp_path)).facts(text) == read_fresh(text)
+
+
+def test_written_only_when_learned_and_a_full_run_keeps_only_what_it_used(
+        tmp_path: Any) -> None:
+    one, two = pem(30, ["a.example.com"]), pem(30, ["b.example.com"])
+    path = cache_file(str(tmp_path))
+    known = KnownFacts(str(tmp_path))
+    known.facts(one)
+    known.facts(two)
+    known.save(complete=True)
+    stamp = os.stat(path).st_mtime_ns
+    hits = KnownFacts(str(tmp_path))
+    hits.facts(one)
+    hits.save(complete=True)  # nothing new: not written, and `two` stays
+    assert os.stat(path).st_mtime_ns == stamp
+    partial = KnownFacts(str(tmp_path))
+    partial.facts(pem(30, ["c.example.com"]))
+    partial.save(complete=False)  # `renew NAME`: what others use is kept
+    with open(path) as handle:
+        assert len(json.load(handle)["facts"]) == 3
+    full = KnownFacts(str(tmp_path))
+    full.facts(one)
+    full.facts(pem(30, ["d.example.com"]))
+    full.save(complete=True)
+    with open(path) as handle:
+        assert len(json.load(handle)["facts"]) == 2
+
+
+def test_an_unreadable_certificate_is_not_cached(tmp_path: Any) -> None:
+    known = KnownFacts(str(tmp_path))
+    broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    assert known.facts(broken) is None
+    known.save(complete=True)
+    assert not os.path.exists(cache_file(str(tmp_path)))
+
+
+def test_a_cache_that_cannot_be_written_costs_nothing_but_time(tmp_path: Any) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / CACHE_DIR).write_text("a file where the directory should be")
+    known = KnownFacts(str(state))
+    assert known.facts(pem(30, ["a.example.com"])) is not None
+    known.save(complete=True)  # logged, not raised
+
+
+def status_of(work: Any, profile: str) -> Dict[str, Any]:
+    """What status says of the certificate (without its timing)."""
+    _, document = work.run_json("status", profile)
+    (result,) = [r for r in document["certificates"] if r["profile"] == profile]
+    return {k: result.get(k) for k in ("state", "not_after", "key", "issuer", "message")}
+
+
+def test_the_run_sees_a_replaced_certificate_and_survives_a_deleted_or_damaged_cache(
+        work: Any) -> None:
+    work.remove_sample_profiles()
+    work.profile("site")
+    now = dt.datetime.now(dt.timezone.utc)
+    seed_certificate(work, "site", now - dt.timedelta(days=10), now + dt.timedelta(days=80),
+                     "site.example.com")
+    first = status_of(work, "site")
+    assert first["state"] == "ok", first
+    path = cache_file(work.state)
+    assert os.path.isfile(path)
+    # The same object now holds an expired certificate: the cache must not answer for it.
+    seed_certificate(work, "site", now - dt.timedelta(days=100), now - dt.timedelta(days=1),
+                     "site.example.com")
+    expired = status_of(work, "site")
+    assert expired["state"] == "expired", expired
+    assert expired["not_after"] != first["not_after"]
+    # Deleted, or damaged: the same answers, and the cache is whole again afterwards.
+    os.remove(path)
+    assert status_of(work, "site") == expired
+    with open(path, "w") as handle:
+        handle.write("\x00garbage")
+    assert status_of(work, "site") == expired
+    with open(path) as handle:
+        assert json.load(handle)["facts"]
+    # And the renewal the expired certificate calls for happens.
+    code, out = work.run("renew")
+    assert code == 0, out
+    assert status_of(work, "site")["state"] == "ok"
+    assert len(work.orders()) == 1
