@@ -13,8 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from connector.cache import CACHE_DIR, KnownFacts
+from connector.cache import CACHE_DIR, KnownFacts, KnownFiles
 from connector.certs import Facts
+from connector.cli import EXIT_CONFIG
 from test_agent_e2e import seed_certificate
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -173,3 +174,74 @@ def test_the_run_sees_a_replaced_certificate_and_survives_a_deleted_or_damaged_c
     assert code == 0, out
     assert status_of(work, "site")["state"] == "ok"
     assert len(work.orders()) == 1
+
+
+# --- certificate profiles as parsed --------------------------------------------------------
+
+def test_a_parsed_profile_is_found_only_by_its_exact_bytes(tmp_path: Any) -> None:
+    known = KnownFiles(str(tmp_path))
+    data = b"firewall: fw1\ncommon_name: www.example.com\nscm: {profile_id: 7, term: 90}\n"
+    assert known.parsed(data) is None
+    known.learn(data, {"firewall": "fw1", "common_name": "www.example.com",
+                       "scm": {"profile_id": 7, "term": 90}})
+    known.save(complete=True)
+    again = KnownFiles(str(tmp_path))
+    found = again.parsed(data)
+    assert found is not None and found.value == {"firewall": "fw1",
+                                                 "common_name": "www.example.com",
+                                                 "scm": {"profile_id": 7, "term": 90}}
+    assert again.parsed(data.replace(b"www", b"api")) is None
+    # Every hit is an object of its own: nothing a reader does to one reaches the next.
+    first, second = again.parsed(data), again.parsed(data)
+    assert first is not None and second is not None and first.value is not second.value
+
+
+def test_only_what_json_gives_back_exactly_is_kept(tmp_path: Any) -> None:
+    known = KnownFiles(str(tmp_path))
+    for number, document in enumerate([{"day": dt.date(2026, 12, 1)}, {1: "a"},
+                                       {"term": 90.0, "x": [1.0]}, {"flag": True}]):
+        data = f"document {number}".encode()
+        known.learn(data, document)
+        found = known.parsed(data)
+        if found is not None:  # kept: then exactly, types included
+            assert found.value == document
+            assert [type(v) for v in found.value.values()] == \
+                [type(v) for v in document.values()]
+    assert known.parsed(b"document 0") is None and known.parsed(b"document 1") is None
+
+
+def test_profiles_are_not_cached_before_the_state_directory_exists(tmp_path: Any) -> None:
+    known = KnownFiles(str(tmp_path / "state"))
+    known.learn(b"a: 1\n", {"a": 1})
+    known.save(complete=True)
+    assert not (tmp_path / "state").exists()
+
+
+def test_an_edited_profile_is_read_as_edited_and_no_secret_is_cached(work: Any) -> None:
+    import yaml
+    work.remove_sample_profiles()
+    path = work.profile("site")
+    cached = os.path.join(work.state, CACHE_DIR, KnownFiles.FILE)
+    for _ in range(2):  # the first run makes the state directory, the second the cache
+        assert work.run("status")[0] in (0, 1)
+    with open(cached) as handle:
+        text = handle.read()
+    assert "site.example.com" in text
+    with open(os.path.join(work.profiles, "fw_paloalto_config.yaml")) as handle:
+        firewalls = yaml.safe_load(handle)
+    secrets = [str(v) for entry in firewalls.values() for k, v in entry.items()
+               if k in ("api_key", "password")]
+    assert secrets and not any(secret in text for secret in secrets)
+    with open(path) as handle:
+        data = yaml.safe_load(handle)
+    data["common_name"] = "edited.example.com"
+    with open(path, "w") as handle:
+        yaml.safe_dump(data, handle)
+    code, document = work.run_json("status", "site")
+    (result,) = document["certificates"]
+    assert result["common_name"] == "edited.example.com", result
+    # A profile made invalid is refused as before, cache or not.
+    with open(path, "a") as handle:
+        handle.write("no_such_field: 1\n")
+    code, document = work.run_json("status")
+    assert code == EXIT_CONFIG and "no_such_field" in document["error"], document

@@ -9,8 +9,15 @@ next run the work again.
   from the X.509 costs about as much again as the firewall's whole answer (issue "Fleet
   cost").
 
-A run writes the file only when it learned something; a run over every profile then keeps
-only what it used, so certificates long replaced do not pile up.
+* `profiles.json`: certificate profile files as YAML parsed them, by the hash of the file's
+  bytes (and PyYAML's version): parsing a fleet's thousand profiles cost more than all the
+  checks made on them. Checking is not cached; it is done on every run, on what was parsed.
+  Only certificate profiles: they hold no secret (firewall profiles and credentials are
+  never written here), and only documents that JSON keeps exactly (no dates, no
+  non-text keys).
+
+A run writes a file only when it learned something; a run over every profile then keeps
+only what it used, so certificates long replaced and profiles long edited do not pile up.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Set
+
+import yaml
 
 from .certs import Facts, load_pem
 from .state import atomic_write
@@ -36,6 +46,95 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _read(path: str, version: Dict[str, Any], key: str) -> Dict[str, Any]:
+    """The entries of a cache file written with `version`; {} for none, a damaged or a
+    foreign one (rebuilt as the run goes)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or any(data.get(k) != v for k, v in version.items()):
+        return {}
+    entries = data.get(key)
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write(path: str, version: Dict[str, Any], key: str, entries: Dict[str, Any]) -> None:
+    """All or nothing, in the state directory's cache/ (0700, as the state directory). A
+    cache that cannot be written costs the next run time, never a result: logged, no more."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        atomic_write(path, json.dumps({**version, key: entries}, separators=(",", ":")) + "\n")
+    except OSError as exc:
+        log.info("not cached (%s): %s", exc.strerror or exc, path)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    value: object  # a YAML document (None for an empty file)
+
+
+class KnownFiles:
+    """Parsed certificate profile files by the hash of their bytes (module docstring)."""
+
+    FILE = "profiles.json"
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, CACHE_DIR, self.FILE)
+        self.version = {"version": VERSION, "yaml": yaml.__version__}
+        self._entries = _read(self.path, self.version, "files")
+        self._used: Set[str] = set()
+        self._learned = False
+
+    def parsed(self, data: bytes) -> Optional[Parsed]:
+        # Each entry is kept as JSON text, so every hit is a new object of its own.
+        key = digest(data)
+        text = self._entries.get(key)
+        if not isinstance(text, str):
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None  # damaged: parsed again, and learned again
+        self._used.add(key)
+        return Parsed(value)
+
+    def learn(self, data: bytes, document: object) -> None:
+        try:
+            text = json.dumps(document, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return  # a date, bytes, a set: JSON would not give it back
+        kept = json.loads(text)
+        if kept == document and _same_types(kept, document):
+            key = digest(data)
+            self._entries[key] = text
+            self._used.add(key)
+            self._learned = True
+
+    def save(self, complete: bool) -> None:
+        """Keep what this load learned (`complete`: every profile was read, so entries for
+        files no longer there are dropped). Not before the state directory exists: the run
+        creates it, with its mode."""
+        if not self._learned or not os.path.isdir(self.state_dir):
+            return
+        entries = {k: v for k, v in self._entries.items() if k in self._used} \
+            if complete else self._entries
+        _write(self.path, self.version, "files", entries)
+
+
+def _same_types(a: object, b: object) -> bool:
+    """`1 == 1.0 == True` in Python: what JSON gives back must have the very same types."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same_types(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return all(_same_types(x, y) for x, y in zip(a, b))
+    return True
+
+
 class KnownFacts:
     """Certificate facts by PEM hash, shared by the run's device threads."""
 
@@ -44,21 +143,10 @@ class KnownFacts:
     def __init__(self, state_dir: Optional[str]) -> None:
         self.path = os.path.join(state_dir, CACHE_DIR, self.FILE) if state_dir else None
         self._lock = threading.Lock()
-        self._entries: Dict[str, Dict[str, Any]] = self._read()
+        self._entries: Dict[str, Dict[str, Any]] = \
+            _read(self.path, {"version": VERSION}, "facts") if self.path else {}
         self._used: Set[str] = set()
         self._learned = False
-
-    def _read(self) -> Dict[str, Dict[str, Any]]:
-        if self.path is None:
-            return {}
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError):
-            return {}  # none yet, or unreadable: rebuilt as the run goes
-        entries = data.get("facts") if isinstance(data, dict) and \
-            data.get("version") == VERSION else None
-        return entries if isinstance(entries, dict) else {}
 
     def facts(self, pem: str) -> Optional[Facts]:
         """The facts of the certificate `pem` holds; None if it is not a readable one."""
@@ -92,12 +180,7 @@ class KnownFacts:
         with self._lock:
             entries = {k: v for k, v in self._entries.items() if k in self._used} \
                 if complete else dict(self._entries)
-        try:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            atomic_write(self.path, json.dumps({"version": VERSION, "facts": entries},
-                                               separators=(",", ":")) + "\n")
-        except OSError as exc:
-            log.info("certificate facts not cached (%s): %s", exc.strerror or exc, self.path)
+        _write(self.path, {"version": VERSION}, "facts", entries)
 
 
 def _entry(facts: Facts) -> Dict[str, Any]:

@@ -25,6 +25,7 @@ from .checks import (ISO_COUNTRIES, MAX_OBJECT_NAME, RENEWAL_SUFFIX_ROOM, ca_bun
                      certificate_name_problem, check_object_name, check_window_against_term,
                      firewall_url, https_url, renewal_window, required_https_url, tls_settings,
                      valid_host)
+from .cache import KnownFiles
 from .errors import ConfigError
 from .fields import (ENCRYPTED_MARKER, Decryptor, Fields, check_private, did_you_mean,
                      read_yaml, resolve)
@@ -109,10 +110,12 @@ def load_config(path: str, make_decryptor: Optional[MakeDecryptor] = None,
         firewalls = _all_firewalls(profiles_dir, credentials_path, decrypt)
         scm = _scm(scm_fields, base, credentials_path, decrypt) if need_scm else None
         certificates: Dict[str, CertificateProfile] = {}
+        parsed = KnownFiles(state_dir)  # profiles parsed by earlier runs (cache.py)
         for file_path in _certificate_files(profiles_dir, credentials_path):
             profile = load_certificate(file_path, firewalls, window,
-                                       scm.credentials if scm else None)
+                                       scm.credentials if scm else None, parsed)
             certificates[profile.name] = profile
+        parsed.save(complete=True)
         _one_profile_per_object(certificates, firewalls)
         metrics = top.section("metrics")
         metrics.only(("file",))
@@ -488,9 +491,10 @@ def _classic_credentials(fields: Fields, label: str) -> ScmCredentials:
 
 def load_certificate(path: str, firewalls: Mapping[str, FirewallProfile],
                      default_window: RenewalWindow,
-                     credentials: Optional[ScmCredentials]) -> CertificateProfile:
+                     credentials: Optional[ScmCredentials],
+                     parsed: Optional[KnownFiles] = None) -> CertificateProfile:
     name = os.path.splitext(os.path.basename(path))[0]
-    fields = Fields(read_yaml(path), path)
+    fields = Fields(read_yaml(path, parsed), path)
     fields.only(CERTIFICATE_FIELDS)
     firewall = fields.required("firewall")
     if firewall not in firewalls:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from typing import Any, Callable, Dict, List, Optional, Sequence, overload
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, overload
 
 import yaml
 
 from .errors import ConfigError
 from .settings import Secret
+
+if TYPE_CHECKING:
+    from .cache import KnownFiles
 
 ENCRYPTED_MARKER = "-----BEGIN PGP MESSAGE-----"
 
@@ -46,10 +49,19 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
-def read_yaml(path: str) -> object:
+def read_yaml(path: str, known: Optional["KnownFiles"] = None) -> object:
+    """The YAML document of `path`, strictly read. With `known` (cache.py), a file whose
+    exact bytes were parsed before is not parsed again."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+        with open(path, "rb") as handle:
+            data = handle.read()
+        found = known.parsed(data) if known is not None else None
+        if found is not None:
+            return found.value
+        document = yaml.load(data.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 - safe
+        if known is not None:
+            known.learn(data, document)
+        return document
     except FileNotFoundError:
         raise ConfigError("file not found", path) from None
     except IsADirectoryError:
