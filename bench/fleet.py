@@ -6,6 +6,7 @@ bound, peak memory, and parallelism 1 as the baseline in the same invocation.
     .venv/bin/python bench/fleet.py --scenario a    # only the no-op fleet
     .venv/bin/python bench/fleet.py --scenario a --firewalls 50 --certificates 2
     .venv/bin/python bench/fleet.py --curve         # the no-op run at 25 ... 400 firewalls
+    .venv/bin/python bench/fleet.py --curve --scenario ac   # the curve, then scenarios a and c
 
 Scenarios (issues "Fleet scale" and "Fleet cost"):
   a  no-op: 200 firewalls x 5 certificates, none due, 20 ms added to every firewall request;
@@ -353,7 +354,9 @@ def scenario_run(name: str, parallel: int, repeat: int,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="fleet benchmark (see the module docstring)")
-    parser.add_argument("--scenario", choices=["a", "b", "c", "all"], default="all")
+    parser.add_argument("--scenario", choices=["a", "b", "c", "ac", "all"],
+                        help="the scenarios to run (default all; with --curve: none, unless "
+                             "given, so that the curve and scenarios come from one run)")
     parser.add_argument("--firewalls", type=int, help="firewalls of the scenario (or of the "
                                                        "curve's largest size)")
     parser.add_argument("--certificates", type=int, help="certificates per firewall")
@@ -383,10 +386,12 @@ def main() -> int:
         for run in curve["runs"]:
             print(json.dumps({"curve": True, **run}))
         report["curve"] = curve
-        print(json.dumps({"summary": report}, indent=None))
-        print(f"benchmark took {time.monotonic() - started:.0f} s", file=sys.stderr)
-        return 0
-    for name in (["a", "b", "c"] if args.scenario == "all" else [args.scenario]):
+        if args.scenario is None:
+            print(json.dumps({"summary": report}, indent=None))
+            print(f"benchmark took {time.monotonic() - started:.0f} s", file=sys.stderr)
+            return 0
+    chosen = args.scenario or "all"
+    for name in (["a", "b", "c"] if chosen == "all" else list(chosen)):
         size = None
         if args.firewalls or args.certificates:
             size = (args.firewalls or SCENARIOS[name]["firewalls"],
