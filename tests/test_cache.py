@@ -199,15 +199,15 @@ def test_a_parsed_profile_is_found_only_by_its_exact_bytes(tmp_path: Any) -> Non
 def test_only_what_json_gives_back_exactly_is_kept(tmp_path: Any) -> None:
     known = KnownFiles(str(tmp_path))
     for number, document in enumerate([{"day": dt.date(2026, 12, 1)}, {1: "a"},
-                                       {"term": 90.0, "x": [1.0]}, {"flag": True}]):
-        data = f"document {number}".encode()
-        known.learn(data, document)
-        found = known.parsed(data)
-        if found is not None:  # kept: then exactly, types included
-            assert found.value == document
-            assert [type(v) for v in found.value.values()] == \
-                [type(v) for v in document.values()]
+                                       {"term": 90.0, "x": [1.0]}, {"flag": True, "n": 1}]):
+        known.learn(f"document {number}".encode(), document)
     assert known.parsed(b"document 0") is None and known.parsed(b"document 1") is None
+    for number, document in ((2, {"term": 90.0, "x": [1.0]}), (3, {"flag": True, "n": 1})):
+        found = known.parsed(f"document {number}".encode())
+        assert found is not None and found.value == document
+        assert isinstance(found.value, dict)
+        assert [type(v) for v in found.value.values()] == [type(v) for v in document.values()]
+    assert type(known.parsed(b"document 2").value["x"][0]) is float  # type: ignore[union-attr,index]
 
 
 def test_profiles_are_not_cached_before_the_state_directory_exists(tmp_path: Any) -> None:
@@ -245,3 +245,64 @@ def test_an_edited_profile_is_read_as_edited_and_no_secret_is_cached(work: Any) 
         handle.write("no_such_field: 1\n")
     code, document = work.run_json("status")
     assert code == EXIT_CONFIG and "no_such_field" in document["error"], document
+
+
+def test_facts_written_under_another_agent_or_library_version_are_not_used(
+        tmp_path: Any) -> None:
+    text = pem(30, ["www.example.com"])
+    known = KnownFacts(str(tmp_path))
+    known.facts(text)
+    known.save(complete=True)
+    path = cache_file(str(tmp_path))
+    with open(path) as handle:
+        data = json.load(handle)
+    assert data["cryptography"] and data["agent"]
+    (key,) = data["facts"]
+    data["facts"][key]["not_after"] = "2099-01-01T00:00:00+00:00"  # what another code said
+    for field in ("agent", "cryptography"):
+        with open(path, "w") as handle:
+            json.dump(dict(data, **{field: "0.0.0-other"}), handle)
+        assert KnownFacts(str(tmp_path)).facts(text) == read_fresh(text)
+
+
+def test_entries_of_the_wrong_types_are_damage_not_facts(tmp_path: Any) -> None:
+    # A null key label or a names string must not turn into "None" or single letters
+    # (either would make a sound certificate look due).
+    text = pem(30, ["www.example.com"])
+    known = KnownFacts(str(tmp_path))
+    known.facts(text)
+    known.save(complete=True)
+    path = cache_file(str(tmp_path))
+    with open(path) as handle:
+        data = json.load(handle)
+    (key,) = data["facts"]
+    for damage in ({"key": None}, {"names": "www.example.com"}, {"names": [1]},
+                   {"subject_cn": 7}):
+        damaged = dict(data, facts={key: dict(data["facts"][key], **damage)})
+        with open(path, "w") as handle:
+            json.dump(damaged, handle)
+        assert KnownFacts(str(tmp_path)).facts(text) == read_fresh(text), damage
+
+
+def test_a_certificate_whose_names_cannot_be_read_is_still_judged(tmp_path: Any) -> None:
+    # An x400Address in the subjectAltName: cryptography refuses the names with
+    # UnsupportedGeneralNameType (not a ValueError). The certificate is still there, and its
+    # dates still count: it is expired, so it is replaced, not a crash of its firewall's run.
+    from cryptography.x509.oid import ExtensionOID
+
+    from connector.device import CertificateEntry
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "www.example.com")])
+    san = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+                                     b"\x30\x04\xa3\x02\x30\x00")
+    cert = x509.CertificateBuilder().subject_name(subject).issuer_name(subject) \
+        .public_key(key.public_key()).serial_number(x509.random_serial_number()) \
+        .not_valid_before(NOW - dt.timedelta(days=100)) \
+        .not_valid_after(NOW - dt.timedelta(days=1)) \
+        .add_extension(san, critical=False).sign(key, hashes.SHA256())
+    text = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    for entry in (CertificateEntry("www", True, pem=text, known=KnownFacts(str(tmp_path))),
+                  CertificateEntry("www", True, cert=cert)):
+        assert entry.has_certificate and not entry.is_request
+        assert entry.facts is not None and entry.facts.names is None
+        assert entry.facts.not_after < NOW

@@ -31,15 +31,21 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Set
 
+import cryptography
 import yaml
 
+from . import __version__
 from .certs import Facts, load_pem
 from .state import atomic_write
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
-VERSION = 1  # of the entries' form: another version's file is ignored
+VERSION = 1  # of the entries and what derives them: bump it when either changes
+# What else the entries derive from: the agent's code reading them, and the library under it.
+# A file written under another header is ignored (and rebuilt).
+FACTS_HEADER = {"version": VERSION, "agent": __version__,
+                "cryptography": cryptography.__version__}
 
 
 def digest(data: bytes) -> str:
@@ -80,10 +86,11 @@ class KnownFiles:
 
     FILE = "profiles.json"
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, loader: str = "") -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, CACHE_DIR, self.FILE)
-        self.version = {"version": VERSION, "yaml": yaml.__version__}
+        self.version = {"version": VERSION, "agent": __version__, "yaml": yaml.__version__,
+                        "loader": loader}
         self._entries = _read(self.path, self.version, "files")
         self._used: Set[str] = set()
         self._learned = False
@@ -144,7 +151,7 @@ class KnownFacts:
         self.path = os.path.join(state_dir, CACHE_DIR, self.FILE) if state_dir else None
         self._lock = threading.Lock()
         self._entries: Dict[str, Dict[str, Any]] = \
-            _read(self.path, {"version": VERSION}, "facts") if self.path else {}
+            _read(self.path, FACTS_HEADER, "facts") if self.path else {}
         self._used: Set[str] = set()
         self._learned = False
 
@@ -175,12 +182,13 @@ class KnownFacts:
         """Write what the run learned (`complete`: the run saw every profile, so what it did
         not use is dropped). A cache that cannot be written costs the next run time, never
         a result: the problem is logged, the run goes on."""
-        if self.path is None or not self._learned:
-            return
+        if self.path is None or not self._learned or \
+                not os.path.isdir(os.path.dirname(os.path.dirname(self.path))):
+            return  # not before the state directory exists: the run makes it, with its mode
         with self._lock:
             entries = {k: v for k, v in self._entries.items() if k in self._used} \
                 if complete else dict(self._entries)
-        _write(self.path, {"version": VERSION}, "facts", entries)
+        _write(self.path, FACTS_HEADER, "facts", entries)
 
 
 def _entry(facts: Facts) -> Dict[str, Any]:
@@ -191,11 +199,16 @@ def _entry(facts: Facts) -> Dict[str, Any]:
 
 
 def _facts(entry: Dict[str, Any]) -> Facts:
+    """An entry as _entry wrote it; anything else is damage (ValueError): never a guess."""
+    texts = [entry[k] for k in ("not_before", "not_after", "key", "subject_cn", "issuer_cn")]
     names = entry["names"]
-    return Facts(not_before=_utc(entry["not_before"]), not_after=_utc(entry["not_after"]),
-                 key_label=str(entry["key"]), subject_cn=str(entry["subject_cn"]),
-                 issuer_cn=str(entry["issuer_cn"]),
-                 names=tuple(str(n) for n in names) if names is not None else None)
+    if not all(isinstance(t, str) for t in texts) or not (
+            names is None or (isinstance(names, list) and
+                              all(isinstance(n, str) for n in names))):
+        raise ValueError("not an entry of this cache")
+    return Facts(not_before=_utc(texts[0]), not_after=_utc(texts[1]), key_label=texts[2],
+                 subject_cn=texts[3], issuer_cn=texts[4],
+                 names=tuple(names) if names is not None else None)
 
 
 def _utc(text: str) -> dt.datetime:

@@ -198,7 +198,7 @@ class Facts:
     def of(cls, cert: x509.Certificate) -> "Facts":
         try:
             names: Optional[Tuple[str, ...]] = tuple(certificate_names(cert))
-        except ValueError:
+        except Exception:  # noqa: BLE001 - ValueError, DuplicateExtension, UnsupportedGeneralNameType...
             names = None
         return cls(not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
                    key_label=key_label(cert), subject_cn=subject_cn(cert),

@@ -27,7 +27,7 @@ from .checks import (ISO_COUNTRIES, MAX_OBJECT_NAME, RENEWAL_SUFFIX_ROOM, ca_bun
                      valid_host)
 from .cache import KnownFiles
 from .errors import ConfigError
-from .fields import (ENCRYPTED_MARKER, Decryptor, Fields, check_private, did_you_mean,
+from .fields import (LOADER, ENCRYPTED_MARKER, Decryptor, Fields, check_private, did_you_mean,
                      read_yaml, resolve)
 from .settings import (APIS, DIGESTS, ENCRYPTION_MODES, HTTPS_PORT, KEY_TYPES, LOG_LEVELS,
                        PROFILES_DIR, STATE_DIR, VALIDATIONS, BindingSettings,
@@ -110,7 +110,7 @@ def load_config(path: str, make_decryptor: Optional[MakeDecryptor] = None,
         firewalls = _all_firewalls(profiles_dir, credentials_path, decrypt)
         scm = _scm(scm_fields, base, credentials_path, decrypt) if need_scm else None
         certificates: Dict[str, CertificateProfile] = {}
-        parsed = KnownFiles(state_dir)  # profiles parsed by earlier runs (cache.py)
+        parsed = KnownFiles(state_dir, LOADER)  # profiles parsed by earlier runs (cache.py)
         for file_path in _certificate_files(profiles_dir, credentials_path):
             profile = load_certificate(file_path, firewalls, window,
                                        scm.credentials if scm else None, parsed)

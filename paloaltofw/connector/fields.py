@@ -9,6 +9,7 @@ each default is written once, in settings.py.
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import stat
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, overload
@@ -29,6 +30,7 @@ Decryptor = Callable[[str, str, str], str]
 # libyaml's parser when PyYAML has it (ten times faster on a fleet's thousand profiles); the
 # constructor is the safe one either way.
 _SafeBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+LOADER = f"{_SafeBase.__name__} strict-1"  # what parsed cached profiles (cache.py)
 
 
 class _StrictLoader(_SafeBase):  # type: ignore[misc]
@@ -58,7 +60,9 @@ def read_yaml(path: str, known: Optional["KnownFiles"] = None) -> object:
         found = known.parsed(data) if known is not None else None
         if found is not None:
             return found.value
-        document = yaml.load(data.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 - safe
+        stream = io.StringIO(data.decode("utf-8"))
+        stream.name = path  # PyYAML's messages name the file
+        document = yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
         if known is not None:
             known.learn(data, document)
         return document
