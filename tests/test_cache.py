@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -79,14 +79,19 @@ def test_a_damaged_or_foreign_cache_is_ignored_and_rebuilt(tmp_path: Any) -> Non
             assert len(json.load(handle)["facts"]) == 1
 
 
-def test_a_damaged_entry_is_read_again_from_the_certificate(tmp_path: Any) -> None:
+def one_cached(state: str) -> Tuple[str, str, Dict[str, Any]]:
+    """A certificate whose facts a run cached: (its PEM, the cache file, the file's data)."""
     text = pem(30, ["www.example.com"])
-    known = KnownFacts(str(tmp_path))
+    known = KnownFacts(state)
     known.facts(text)
     known.save(complete=True)
-    path = cache_file(str(tmp_path))
+    path = cache_file(state)
     with open(path) as handle:
-        data = json.load(handle)
+        return text, path, json.load(handle)
+
+
+def test_a_damaged_entry_is_read_again_from_the_certificate(tmp_path: Any) -> None:
+    text, path, data = one_cached(str(tmp_path))
     (entry,) = data["facts"].values()
     entry["not_after"] = "2030-01-01T00:00:00"  # no zone: not an entry this code wrote
     with open(path, "w") as handle:
@@ -249,13 +254,7 @@ def test_an_edited_profile_is_read_as_edited_and_no_secret_is_cached(work: Any) 
 
 def test_facts_written_under_another_agent_or_library_version_are_not_used(
         tmp_path: Any) -> None:
-    text = pem(30, ["www.example.com"])
-    known = KnownFacts(str(tmp_path))
-    known.facts(text)
-    known.save(complete=True)
-    path = cache_file(str(tmp_path))
-    with open(path) as handle:
-        data = json.load(handle)
+    text, path, data = one_cached(str(tmp_path))
     assert data["cryptography"] and data["agent"]
     (key,) = data["facts"]
     data["facts"][key]["not_after"] = "2099-01-01T00:00:00+00:00"  # what another code said
@@ -268,13 +267,7 @@ def test_facts_written_under_another_agent_or_library_version_are_not_used(
 def test_entries_of_the_wrong_types_are_damage_not_facts(tmp_path: Any) -> None:
     # A null key label or a names string must not turn into "None" or single letters
     # (either would make a sound certificate look due).
-    text = pem(30, ["www.example.com"])
-    known = KnownFacts(str(tmp_path))
-    known.facts(text)
-    known.save(complete=True)
-    path = cache_file(str(tmp_path))
-    with open(path) as handle:
-        data = json.load(handle)
+    text, path, data = one_cached(str(tmp_path))
     (key,) = data["facts"]
     for damage in ({"key": None}, {"names": "www.example.com"}, {"names": [1]},
                    {"subject_cn": 7}):
