@@ -327,9 +327,13 @@ def in_pty(args: List[str], answer: Optional[bytes],
     `interrupt_on`, press Ctrl-C (SIGINT) once that text is shown."""
     import signal
     master, slave = pty.openpty()
+    # Ctrl-C as on a terminal, even when the suite itself runs as a background job of a
+    # non-interactive shell, which starts it with SIGINT ignored (inherited over exec): the
+    # agent would then never see the signal and wait at its prompt.
     process = subprocess.Popen([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"),
                                 *args], stdin=slave, stdout=slave, stderr=slave,
-                               close_fds=True)
+                               close_fds=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     output = b""
     answered = False
