@@ -76,24 +76,56 @@ def _write(path: str, version: Dict[str, Any], key: str, entries: Dict[str, Any]
         log.info("not cached (%s): %s", exc.strerror or exc, path)
 
 
+class _Cache:
+    """Entries by content hash in one file of `state_dir/cache/`, under a header naming what
+    derived them; what a run used, and whether it learned anything. Device threads share
+    one (KnownFacts): additions and the record of use take the lock."""
+
+    def __init__(self, state_dir: str, file: str, header: Dict[str, Any], key: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, CACHE_DIR, file)
+        self.header, self.key = header, key
+        self._entries: Dict[str, Any] = _read(self.path, header, key)
+        self._used: Set[str] = set()
+        self._learned = False
+        self._lock = threading.Lock()
+
+    def _found(self, key: str) -> None:
+        with self._lock:
+            self._used.add(key)
+
+    def _learn(self, key: str, entry: Any) -> None:
+        with self._lock:
+            self._entries[key] = entry
+            self._used.add(key)
+            self._learned = True
+
+    def save(self, complete: bool) -> None:
+        """Write what the run learned (`complete`: the run saw every profile, so what it did
+        not use is dropped). Not before the state directory exists: the run makes it, with
+        its mode."""
+        if not self._learned or not os.path.isdir(self.state_dir):
+            return
+        with self._lock:
+            entries = {k: v for k, v in self._entries.items() if k in self._used} \
+                if complete else dict(self._entries)
+        _write(self.path, self.header, self.key, entries)
+
+
 @dataclass(frozen=True)
 class Parsed:
     value: object  # a YAML document (None for an empty file)
 
 
-class KnownFiles:
+class KnownFiles(_Cache):
     """Parsed certificate profile files by the hash of their bytes (module docstring)."""
 
     FILE = "profiles.json"
 
     def __init__(self, state_dir: str, loader: str = "") -> None:
-        self.state_dir = state_dir
-        self.path = os.path.join(state_dir, CACHE_DIR, self.FILE)
-        self.version = {"version": VERSION, "agent": __version__, "yaml": yaml.__version__,
-                        "loader": loader}
-        self._entries = _read(self.path, self.version, "files")
-        self._used: Set[str] = set()
-        self._learned = False
+        super().__init__(state_dir, self.FILE, {"version": VERSION, "agent": __version__,
+                                                "yaml": yaml.__version__, "loader": loader},
+                         "files")
 
     def parsed(self, data: bytes) -> Optional[Parsed]:
         # Each entry is kept as JSON text, so every hit is a new object of its own.
@@ -105,7 +137,7 @@ class KnownFiles:
             value = json.loads(text)
         except ValueError:
             return None  # damaged: parsed again, and learned again
-        self._used.add(key)
+        self._found(key)
         return Parsed(value)
 
     def learn(self, data: bytes, document: object) -> None:
@@ -115,20 +147,7 @@ class KnownFiles:
             return  # a date, bytes, a set: JSON would not give it back
         kept = json.loads(text)
         if kept == document and _same_types(kept, document):
-            key = digest(data)
-            self._entries[key] = text
-            self._used.add(key)
-            self._learned = True
-
-    def save(self, complete: bool) -> None:
-        """Keep what this load learned (`complete`: every profile was read, so entries for
-        files no longer there are dropped). Not before the state directory exists: the run
-        creates it, with its mode."""
-        if not self._learned or not os.path.isdir(self.state_dir):
-            return
-        entries = {k: v for k, v in self._entries.items() if k in self._used} \
-            if complete else self._entries
-        _write(self.path, self.version, "files", entries)
+            self._learn(digest(data), text)
 
 
 def _same_types(a: object, b: object) -> bool:
@@ -142,18 +161,13 @@ def _same_types(a: object, b: object) -> bool:
     return True
 
 
-class KnownFacts:
+class KnownFacts(_Cache):
     """Certificate facts by PEM hash, shared by the run's device threads."""
 
     FILE = "facts.json"
 
-    def __init__(self, state_dir: Optional[str]) -> None:
-        self.path = os.path.join(state_dir, CACHE_DIR, self.FILE) if state_dir else None
-        self._lock = threading.Lock()
-        self._entries: Dict[str, Dict[str, Any]] = \
-            _read(self.path, FACTS_HEADER, "facts") if self.path else {}
-        self._used: Set[str] = set()
-        self._learned = False
+    def __init__(self, state_dir: str) -> None:
+        super().__init__(state_dir, self.FILE, FACTS_HEADER, "facts")
 
     def facts(self, pem: str) -> Optional[Facts]:
         """The facts of the certificate `pem` holds; None if it is not a readable one."""
@@ -165,30 +179,14 @@ class KnownFacts:
             except (KeyError, TypeError, ValueError):
                 found = None  # a damaged entry: read the certificate again
             if found is not None:
-                with self._lock:
-                    self._used.add(key)
+                self._found(key)
                 return found
         cert = load_pem(pem)
         if cert is None:
             return None
         facts = Facts.of(cert)
-        with self._lock:
-            self._entries[key] = _entry(facts)
-            self._used.add(key)
-            self._learned = True
+        self._learn(key, _entry(facts))
         return facts
-
-    def save(self, complete: bool) -> None:
-        """Write what the run learned (`complete`: the run saw every profile, so what it did
-        not use is dropped). A cache that cannot be written costs the next run time, never
-        a result: the problem is logged, the run goes on."""
-        if self.path is None or not self._learned or \
-                not os.path.isdir(os.path.dirname(os.path.dirname(self.path))):
-            return  # not before the state directory exists: the run makes it, with its mode
-        with self._lock:
-            entries = {k: v for k, v in self._entries.items() if k in self._used} \
-                if complete else dict(self._entries)
-        _write(self.path, FACTS_HEADER, "facts", entries)
 
 
 def _entry(facts: Facts) -> Dict[str, Any]:

@@ -21,13 +21,13 @@ import os
 import re
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from .cache import KnownFiles
 from .checks import (ISO_COUNTRIES, MAX_OBJECT_NAME, RENEWAL_SUFFIX_ROOM, ca_bundle,
                      certificate_name_problem, check_object_name, check_window_against_term,
                      firewall_url, https_url, renewal_window, required_https_url, tls_settings,
                      valid_host)
-from .cache import KnownFiles
 from .errors import ConfigError
-from .fields import (LOADER, ENCRYPTED_MARKER, Decryptor, Fields, check_private, did_you_mean,
+from .fields import (ENCRYPTED_MARKER, LOADER, Decryptor, Fields, check_private, did_you_mean,
                      read_yaml, resolve)
 from .settings import (APIS, DIGESTS, ENCRYPTION_MODES, HTTPS_PORT, KEY_TYPES, LOG_LEVELS,
                        PROFILES_DIR, STATE_DIR, VALIDATIONS, BindingSettings,

@@ -26,9 +26,9 @@ from xml.sax.saxutils import escape
 from cryptography import x509
 
 from . import certs, http
-from .cache import KnownFacts
 from .bindings import (DEVICE, DEVICE_SCOPE, MANAGEMENT_UI, PEER_SCOPE, SSL_TLS_SERVICE_PROFILE, STORE,
                        VSYS, Binding, BindingKind, consumer_xpath, find_bindings)
+from .cache import KnownFacts
 from .errors import AgentError, PanosError
 from .panos import Target, XmlApi
 from .results import DevicePush
