@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from conftest import edit_yaml
 from connector.settings import FirewallProfile, TlsSettings
 from connector.errors import PanosError
+from connector.http import BILLABLE, Answer
 from connector.panos import XmlApi
 
 
@@ -82,8 +83,6 @@ def test_the_shared_tls_context_still_checks_the_host_name(tls_pki: Any, tmp_pat
     import http.server
     import threading
 
-    import requests
-
     from connector import http as agent_http
     from lab.server import server_ssl_context
     paths = tls_pki.write_files(str(tmp_path), hosts)
@@ -95,13 +94,13 @@ def test_the_shared_tls_context_still_checks_the_host_name(tls_pki: Any, tmp_pat
         shared = agent_http.Shared()
         tls = TlsSettings(ca_bundle=paths["ca_bundle"])
         assert shared.context(tls) is not None
-        session = agent_http.Session(tls, host="https://127.0.0.1", shared=shared)
-        url = f"https://127.0.0.1:{server.server_address[1]}/"
-        if trusted:
-            assert session.head(url, timeout=10).status_code in (200, 404)
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        client = agent_http.Server(url, tls, shared)
+        if trusted:  # SimpleHTTPRequestHandler answers a POST with 501
+            assert client.post("/", agent_http.SAFE, 10, {}).status == 501
         else:
-            with pytest.raises(requests.exceptions.SSLError, match="match|mismatch"):
-                session.head(url, timeout=10)
+            with pytest.raises(agent_http.Unanswered, match="TLS verification failed.*match"):
+                client.post("/", agent_http.SAFE, 10, {})
     finally:
         server.shutdown()
         server.server_close()
@@ -145,15 +144,15 @@ def test_a_tls_error_counts_as_never_sent_only_when_the_server_was_refused(
     # while reading the answer comes after the server had the request.
     import requests
 
-    from connector import http as agent_http
+    from connector import rest
     # An application-data record that does not decrypt: "bad record mac" at the client.
     record = b"\x17\x03\x03\x00\x40" + os.urandom(64)
     url, received, bundle = serve_once(tls_pki, tmp_path, hosts, record)
-    session = agent_http.Session(TlsSettings(ca_bundle=bundle), agent_http.BILLABLE)
+    session = rest.Session(TlsSettings(ca_bundle=bundle), BILLABLE)
     with pytest.raises(requests.exceptions.SSLError) as caught:
         session.post(url, json={"csr": "..."}, timeout=10)
     assert bool(received) is reached
-    assert agent_http.never_sent(caught.value) is (not reached)
+    assert rest.never_sent(caught.value) is (not reached)
 
 
 def test_an_unreadable_ca_bundle_is_refused_before_anything_is_sent(one: Any,
@@ -247,14 +246,6 @@ def test_errors_do_not_repeat_secrets(one: Any, capsys: Any) -> None:
     assert wrong_secret not in log and wrong_password not in log
 
 
-class FakeResponse:
-    status_code = 200
-    headers = {"Content-Type": "application/xml"}
-
-    def __init__(self, content: bytes) -> None:
-        self.content = content
-
-
 @pytest.mark.parametrize("document", [
     b'<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
     b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><response status="success">'
@@ -266,7 +257,7 @@ def test_device_xml_with_entities_is_refused(document: bytes) -> None:
     client = XmlApi(FirewallProfile(name="fw", path="fw.yaml", url="https://192.0.2.1",
                                     admin="admin"))
     with pytest.raises(PanosError, match="unreadable XML"):
-        client._parse(FakeResponse(document))  # type: ignore[arg-type]
+        client._parse(Answer(200, "application/xml", document))
 
 
 def test_overlapping_runs_the_second_stops_at_once(one: Any) -> None:
@@ -292,26 +283,92 @@ def test_overlapping_runs_the_second_stops_at_once(one: Any) -> None:
     assert len(one.orders()) == 1
 
 
-@pytest.mark.parametrize("environment,shared_context", [
-    ({}, True),
-    ({"no_proxy": "example.net"}, True),
-    ({"https_proxy": "https://proxy.invalid:3128"}, False),
-    ({"HTTPS_PROXY": "http://proxy.invalid:3128", "no_proxy": "192.0.2.7"}, True),
-    ({"all_proxy": "http://proxy.invalid:3128"}, False),
+@pytest.mark.parametrize("environment,proxied", [
+    ({}, False),
+    ({"no_proxy": "example.net"}, False),
+    ({"https_proxy": "https://proxy.invalid:3128"}, True),
+    ({"HTTPS_PROXY": "http://proxy.invalid:3128", "no_proxy": "192.0.2.7"}, False),
+    ({"HTTPS_PROXY": "http://proxy.invalid:3128", "no_proxy": "192.0.2.0/24"}, False),
+    ({"all_proxy": "http://proxy.invalid:3128"}, True),
 ])
 def test_proxied_firewalls_keep_the_proxy_checked_against_the_configured_trust(
         monkeypatch: Any, tls_files: Dict[str, str], environment: Dict[str, str],
-        shared_context: bool) -> None:
-    # Through an HTTPS proxy urllib3 checks the proxy with the pool's CA path, which the
-    # shared-context adapter clears; so a proxied firewall keeps the per-connection path.
+        proxied: bool) -> None:
+    # The environment's proxy rules are requests' (no_proxy with CIDR ranges too). Through
+    # an HTTPS proxy urllib3 checks the proxy with the pool's CA path, so a proxied firewall
+    # keeps the profile's bundle as that path instead of the run's shared context.
     from connector import http as agent_http
     for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
                  "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    url = "https://192.0.2.7"
-    session = agent_http.Session(TlsSettings(ca_bundle=tls_files["ca_bundle"]), host=url,
-                                 shared=agent_http.Shared())
-    adapter = session.get_adapter(url + "/api/")
-    assert isinstance(adapter, agent_http._SharedContextAdapter) is shared_context
+    client = agent_http.Server("https://192.0.2.7", TlsSettings(
+        ca_bundle=tls_files["ca_bundle"]), agent_http.Shared())
+    pool: Any = client._pool
+    assert (pool.proxy is not None) is proxied
+    assert (pool.conn_kw.get("ssl_context") is not None) is not proxied
+    assert pool.ca_certs == (tls_files["ca_bundle"] if proxied else None)
+
+
+def clear_proxies(monkeypatch: Any) -> None:
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+                 "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def firewall_address(work: Any) -> str:
+    from urllib.parse import urlsplit
+    return f"127.0.0.1:{urlsplit(work.lab.panos_endpoint.url).port}"
+
+
+def test_a_firewall_is_reached_through_the_environments_proxy(one: Any,
+                                                              monkeypatch: Any) -> None:
+    # A management network reached through an HTTP proxy (CONNECT), with credentials in the
+    # proxy URL; SCM goes through it too.
+    import base64
+
+    from connect_proxy import ConnectProxy
+    clear_proxies(monkeypatch)
+    with ConnectProxy() as proxy:
+        monkeypatch.setenv("https_proxy", proxy.url.replace("http://",
+                                                            "http://agent:p%40ss@"))
+        code, out = one.run("enroll")
+        assert code == 0, out
+        tunnels = [t for t in proxy.tunnels if t == firewall_address(one)]
+        requests_sent = len(one.panos_requests())
+        # Connections are kept for the run: far fewer tunnels than requests.
+        assert 1 <= len(tunnels) < requests_sent
+        index = proxy.tunnels.index(firewall_address(one))
+        assert proxy.authorizations[index] == "Basic " + base64.b64encode(
+            b"agent:p@ss").decode()
+    assert len(one.orders()) == 1
+
+
+def test_no_proxy_keeps_a_firewall_direct(one: Any, monkeypatch: Any) -> None:
+    from connect_proxy import ConnectProxy
+    clear_proxies(monkeypatch)
+    with ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.0/8")  # a CIDR range, as requests reads it
+        code, out = one.run("enroll")
+        assert code == 0, out
+        assert proxy.tunnels == []
+
+
+def test_a_fingerprint_pin_is_checked_through_a_proxy_too(one: Any, monkeypatch: Any) -> None:
+    # requests' pinned adapter did not reach connections through a proxy: a wrong pin was
+    # accepted there, and the firewall's TLS not checked at all.
+    from connect_proxy import ConnectProxy
+    clear_proxies(monkeypatch)
+    with ConnectProxy() as proxy:
+        monkeypatch.setenv("https_proxy", proxy.url)
+        edit_yaml(fw_file(one), "lab-fw-01", ca_bundle=None, fingerprint="AA:" * 31 + "AA")
+        code, out = one.run("enroll")
+        assert code == 1 and "TLS verification failed" in out, out
+        assert firewall_address(one) in proxy.tunnels  # it did go through the proxy
+        assert one.panos_requests() == [] and one.orders() == []
+        edit_yaml(fw_file(one), "lab-fw-01", fingerprint=server_fingerprint(one))
+        code, out = one.run("enroll")
+        assert code == 0, out
+    assert len(one.orders()) == 1

@@ -1,15 +1,21 @@
-"""HTTP sessions for the firewall and SCM clients: TLS as configured, retries by urllib3.
+"""HTTP for the device and SCM clients: TLS as configured, retries by urllib3.
 
 Two rules every request follows:
 
-* TLS verification is what the profile says, always. requests lets the environment
-  (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`) replace a session's `verify`, which would silently
-  swap a firewall's pinned CA bundle for the system one; `Session` here does not allow that.
-  Proxies from the environment still apply (management networks often need them).
+* TLS verification is what the profile says, always: the profile's CA bundle (or certifi's,
+  requests' default, when it names none), its fingerprint pin, or off when it says so.
+  Environment variables (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`) never replace it. Proxies
+  from the environment still apply (management networks often need them).
 * Retries are urllib3's `Retry`: backoff, and `Retry-After` honoured on 429/503. Requests that
   place an order (billable) use `BILLABLE`, which retries only when the request demonstrably
   did not reach the server (connection refused) or the server said it did not process it
   (429/503); a timeout or reset after sending is never retried, because it may have ordered.
+
+Devices (firewalls, Panorama) are reached through urllib3 directly (`Server`); SCM and
+webhooks, JSON APIs with OAuth, through requests (`rest.Session`). A no-op run sends one
+request per firewall, and requests' own work per request (merging session settings, hooks,
+cookies, runtime checks of every argument) was about a fifth of such a run's CPU
+(bench/fleet.py, issue "Fleet cost"); it is not even imported when nothing is ordered.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ import logging
 import os
 import ssl
 import threading
-import urllib.request
 import warnings
-from typing import Any, Dict, Iterator, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import unquote, urlencode, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
+import certifi
+import urllib3
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, InsecureRequestWarning,
+                                NewConnectionError, ProxyError, ReadTimeoutError, SSLError)
+from urllib3.fields import RequestField
+from urllib3.filepost import encode_multipart_formdata
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
 
@@ -55,68 +65,41 @@ BILLABLE = Retry(total=4, connect=3, read=0, other=0, status=4, backoff_factor=1
                  raise_on_status=False)
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """Accepts exactly the server certificate with the given SHA-256 fingerprint (urllib3's
-    `assert_fingerprint`), for management interfaces with self-signed certificates."""
-
-    def __init__(self, fingerprint: str, **kwargs: Any) -> None:
-        self._fingerprint = fingerprint
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
-
-
-class _SharedContextAdapter(HTTPAdapter):
-    """Verifies with a ready SSLContext that already holds the trusted CAs, instead of the
-    bundle path that requests hands urllib3, which loads it again for every new connection.
-    requests documents this override (`build_connection_pool_key_attributes`)."""
-
-    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
-        self._context = context
-        super().__init__(**kwargs)
-
-    def build_connection_pool_key_attributes(self, request: Any, verify: Any,
-                                             cert: Any = None) -> Any:
-        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
-        if verify:
-            pool.pop("ca_certs", None)
-            pool.pop("ca_cert_dir", None)
-            pool["ssl_context"] = self._context
-        return host, pool
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
-        if verify:  # the context holds the CAs; a path here would be loaded again
-            conn.ca_certs = conn.ca_cert_dir = None
+def default_bundle() -> str:
+    """The CA bundle of `verify_tls: true` without a `ca_bundle`: certifi's, as requests
+    uses (requests.utils.DEFAULT_CA_BUNDLE_PATH)."""
+    return certifi.where()
 
 
 class Shared:
-    """What the sessions of one run share, prepared once instead of per connection.
+    """What the device connections of one run share, prepared once instead of per connection.
 
     * One SSLContext per trust setting. urllib3 builds a context and loads the CA bundle for
       every new connection: about 0.7 ms for a one-certificate bundle and 30 ms for the
       system bundle, which a fleet would pay once or twice per firewall.
-    * The environment's proxy settings: when it sets none, which is usual, no per-host
-      lookup is needed (requests scans the whole environment twice per lookup)."""
+    * Whether the environment names proxies at all: usually it does not, and then no
+      per-host lookup is needed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._contexts: Dict[TlsSettings, Optional[ssl.SSLContext]] = {}
-        self._environment_has_proxies = bool(urllib.request.getproxies())
+        # The names urllib.request.getproxies() reads (https_proxy, no_proxy, ALL_PROXY...).
+        self._environment_has_proxies = any(name.lower().endswith("_proxy")
+                                            for name in os.environ)
 
-    def proxies(self, url: str) -> Dict[str, str]:
+    def proxy(self, url: str) -> Optional[str]:
+        """The proxy the environment names for `url`, by requests' rules (`no_proxy` with
+        host names, domain suffixes and CIDR ranges), or None: connect directly."""
         if not self._environment_has_proxies:
-            return {}
-        return requests.utils.get_environ_proxies(url)
+            return None
+        from requests.utils import get_environ_proxies, select_proxy
+        proxy: Optional[str] = select_proxy(url, get_environ_proxies(url))
+        return proxy
 
     def context(self, tls: TlsSettings) -> Optional[ssl.SSLContext]:
         """The verifying context for `tls` (None: pinned or not verifying, or the bundle
-        does not load, in which case requests reports the problem at the first request, as
-        it always did)."""
-        bundle = tls.ca_bundle or (requests.utils.DEFAULT_CA_BUNDLE_PATH if tls.verify
-                                   else None)
+        does not load, in which case urllib3 reports the problem at the first connection)."""
+        bundle = tls.ca_bundle or (default_bundle() if tls.verify else None)
         if tls.fingerprint or not bundle:
             return None
         with self._lock:
@@ -137,75 +120,104 @@ def _verifying_context(bundle: str) -> Optional[ssl.SSLContext]:
     return context
 
 
-class Session(requests.Session):
-    """A session whose TLS verification cannot be changed by environment variables.
+@dataclass(frozen=True)
+class Answer:
+    """A server's answer, read in full."""
 
-    With `host` (a session that talks to one server, like a firewall's), the proxy settings
-    of the environment (`https_proxy`, `no_proxy`) are looked up once, by requests' own
-    helper, instead of at every request; ~/.netrc is not consulted then. With `shared`, the
-    TLS context and the proxy settings come from what the run shares."""
+    status: int
+    content_type: str
+    body: bytes
 
-    def __init__(self, tls: TlsSettings, retry: Retry = SAFE, pool_size: int = 4,
-                 host: Optional[str] = None, shared: Optional[Shared] = None) -> None:
-        super().__init__()
-        self.headers["User-Agent"] = USER_AGENT
-        if host:
-            self.proxies = shared.proxies(host) if shared else \
-                requests.utils.get_environ_proxies(host)
-            self.trust_env = False
-        self._pinned = bool(tls.fingerprint)
-        # Through a proxy, urllib3 verifies the proxy's own TLS with the pool's CA path, which
-        # the shared-context adapter clears: proxied sessions keep requests' usual path. So do
-        # requests releases without the documented hook (before 2.32), where clearing it
-        # would fall back to the system store.
-        direct = host is not None and not requests.utils.select_proxy(host, self.proxies)
-        context = shared.context(tls) if shared and direct and hasattr(
-            HTTPAdapter, "build_connection_pool_key_attributes") else None
+
+class Unanswered(Exception):
+    """A request that got no HTTP answer; the text is `describe`'s (secret-free)."""
+
+
+class Server:
+    """One device's HTTPS endpoint, through urllib3 directly: connections kept for the run,
+    TLS as its profile says, a proxy from the environment as requests would choose it
+    (`Shared.proxy`), the retry policy given per request (a read and a write share the
+    connection), and redirects never followed (the XML API does not redirect, and a redirect
+    would carry the API key elsewhere)."""
+
+    def __init__(self, url: str, tls: TlsSettings, shared: Shared, pool_size: int = 4) -> None:
+        self.url = url
+        proxy = shared.proxy(url)
+        options: Dict[str, Any] = {"maxsize": pool_size}
+        self._verified = bool(tls.fingerprint or tls.ca_bundle or tls.verify)
         if tls.fingerprint:
-            adapter: HTTPAdapter = _PinnedAdapter(tls.fingerprint, max_retries=retry,
-                                                  pool_maxsize=pool_size)
-            self.verify = False  # the pin replaces chain validation
+            # The pin replaces chain validation: urllib3 compares the server certificate's
+            # SHA-256 right after the handshake, before anything is sent (also through a
+            # proxy, where requests' pinned adapter did not apply it).
+            options.update(cert_reqs="CERT_NONE", assert_fingerprint=tls.fingerprint)
+        elif not self._verified:
+            options.update(cert_reqs="CERT_NONE", assert_hostname=False)
         else:
-            adapter = _SharedContextAdapter(context, max_retries=retry,
-                                            pool_maxsize=pool_size) if context else \
-                HTTPAdapter(max_retries=retry, pool_maxsize=pool_size)
-            self.verify = tls.ca_bundle if tls.ca_bundle else tls.verify
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
+            options["cert_reqs"] = "CERT_REQUIRED"
+            # Through an HTTPS proxy urllib3 also checks the proxy's own certificate, with
+            # the pool's CA path (so the profile's trust, as with requests): proxied
+            # connections keep the path rather than the shared context.
+            context = None if proxy else shared.context(tls)
+            bundle = tls.ca_bundle or default_bundle()
+            if context is not None:
+                options["ssl_context"] = context
+            elif os.path.isdir(bundle):
+                options["ca_cert_dir"] = bundle
+            else:
+                options["ca_certs"] = bundle
+        self._pool = _pool(url, proxy, options)
 
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
-                                   cert: Any) -> Any:
-        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        settings["verify"] = self.verify
-        return settings
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        if self._pinned or self.verify is False:
+    def post(self, path: str, retry: Retry, timeout: float, headers: Dict[str, str],
+             form: Optional[Dict[str, str]] = None, query: Optional[Dict[str, str]] = None,
+             files: Optional[Dict[str, Tuple[str, bytes]]] = None) -> Answer:
+        """POST `form` urlencoded, or `files` as multipart/form-data (each part without a
+        Content-Type, as requests and pan-python send it), with `query` in the URL."""
+        target = path + ("?" + urlencode(query) if query else "")
+        sent = {"User-Agent": USER_AGENT, **headers}
+        body: bytes
+        if files:
+            parts: List[RequestField] = []
+            for name, (filename, content) in files.items():
+                part = RequestField(name=name, data=content, filename=filename)
+                part.make_multipart()
+                parts.append(part)
+            body, sent["Content-Type"] = encode_multipart_formdata(parts)
+        else:
+            body = urlencode(form or {}).encode()
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", InsecureRequestWarning)
-                return super().request(*args, **kwargs)
-        return super().request(*args, **kwargs)
+                if not self._verified:  # the run warns once per firewall (verify_tls: false)
+                    warnings.simplefilter("ignore", InsecureRequestWarning)
+                response = self._pool.urlopen(
+                    "POST", target, body=body, headers=sent, retries=retry, redirect=False,
+                    timeout=urllib3.Timeout(connect=timeout, read=timeout))
+        except (HTTPError, OSError) as exc:
+            raise Unanswered(describe(exc, self.url)) from None
+        return Answer(response.status, response.headers.get("Content-Type", ""),
+                      response.data)
 
 
-def never_sent(exc: BaseException) -> bool:
-    """True when a transport error proves the request never reached the server: the TCP
-    connection failed, or the server's certificate was refused (a TLS error while reading
-    the answer, a timeout or a reset after connecting may come after it was processed)."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.InvalidURL,
-                        requests.exceptions.MissingSchema)):
-        return True
-    if not isinstance(exc, requests.exceptions.ConnectionError):  # SSLError is one too
-        return False
-    for cause in _causes(exc):
-        if isinstance(cause, (NewConnectionError, ssl.SSLCertVerificationError)):
-            return True
-        # urllib3 checks a fingerprint pin after the handshake, before sending anything.
-        if "Fingerprints did not match" in str(cause):
-            return True
-    return False
+def _pool(url: str, proxy: Optional[str],
+          options: Dict[str, Any]) -> urllib3.HTTPConnectionPool:
+    if proxy is None:
+        return urllib3.connection_from_url(url, **options)
+    manager: urllib3.PoolManager
+    if proxy.lower().startswith("socks"):
+        # SOCKS needs PySocks, as it does for requests; the credentials come from the URL.
+        from urllib3.contrib.socks import SOCKSProxyManager
+        manager = SOCKSProxyManager(proxy, num_pools=1, **options)
+    else:
+        parts = urlsplit(proxy)
+        credentials = urllib3.make_headers(
+            proxy_basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}") \
+            if parts.username else None
+        manager = urllib3.ProxyManager(proxy, num_pools=1, proxy_headers=credentials,
+                                       **options)
+    return manager.connection_from_url(url)
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
+def causes(exc: BaseException) -> Iterator[BaseException]:
     """The exception and everything it wraps (__cause__, __context__, urllib3's reason)."""
     seen = set()
     cause: Optional[BaseException] = exc
@@ -217,16 +229,29 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             reason if isinstance(reason, BaseException) else None)
 
 
-def describe(exc: Union[requests.RequestException, Exception], url: Optional[str] = None) -> str:
-    """A short, secret-free description of a transport error."""
+def describe(exc: BaseException, url: Optional[str] = None) -> str:
+    """A short, secret-free description of a transport error, from urllib3 or from requests
+    (whose errors wrap urllib3's)."""
     target = f" to {url}" if url else ""
-    if isinstance(exc, requests.exceptions.SSLError):
+    chain = list(causes(exc))
+
+    def found(*types: type) -> bool:
+        return any(isinstance(cause, types) for cause in chain)
+
+    if found(SSLError, ssl.SSLError):
         return f"TLS verification failed{target}: check ca_bundle / fingerprint ({_root(exc)})"
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    if found(ProxyError):
+        return f"connection through the proxy failed{target}: {_root(exc)}"
+    if found(NewConnectionError):  # a subclass of ConnectTimeoutError, for old callers
+        return f"connection failed{target}: {_root(exc)}"
+    if found(ConnectTimeoutError):
         return f"connection timed out{target}"
-    if isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in _root(exc):
+    if found(ReadTimeoutError) or "timed out" in _root(exc):
         return f"no answer in time{target}"
-    if isinstance(exc, requests.exceptions.ConnectionError):
+    # requests' own errors are OSErrors too (an InvalidURL is no connection failure); its
+    # connection errors wrap urllib3's.
+    if found(HTTPError) or (isinstance(exc, OSError) and
+                            not type(exc).__module__.startswith("requests.")):
         return f"connection failed{target}: {_root(exc)}"
     return f"request failed{target}: {type(exc).__name__}"
 

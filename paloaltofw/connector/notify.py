@@ -17,7 +17,7 @@ from typing import Callable, List, Optional
 
 import requests
 
-from . import http
+from . import http, rest
 from .settings import EmailSettings, NotificationSettings, TlsSettings, WebhookSettings
 from .results import Outcome, Report, State
 from .report import days_left
@@ -91,7 +91,7 @@ def send_email(settings: EmailSettings, subject: str, body: str) -> None:
 def post_webhook(settings: WebhookSettings, subject: str, body: str, lines: List[str]) -> None:
     """`text` is what Slack and Teams incoming webhooks display; `lines` is for others."""
     # WRITE: a POST that may have arrived is not sent again (no duplicate alerts).
-    session = http.Session(TlsSettings(ca_bundle=settings.ca_bundle), http.WRITE)
+    session = rest.Session(TlsSettings(ca_bundle=settings.ca_bundle), http.WRITE)
     response = session.post(settings.url.reveal(), timeout=settings.timeout,
                             json={"text": f"{subject}\n{body}", "lines": lines})
     if response.status_code >= 300:

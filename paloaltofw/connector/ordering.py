@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Union
 
 from cryptography import x509
 
@@ -23,9 +23,11 @@ from . import certs
 from .errors import AgentError, Interrupted, OrderRejected, ScmError, VerificationError
 from .plan import rejected_order
 from .results import Action
-from .scm import RENEW_REFUSED_CODES, ClassicClient, ScmClient, make_client, make_lookup
 from .settings import CertificateProfile, ScmSettings
 from .state import CertState, Stage, StateStore, now_iso
+
+if TYPE_CHECKING:
+    from .scm import ClassicClient, ScmClient
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ class Rejected(AgentError):
 
 class ScmClients:
     """The run's SCM clients, shared by the device threads and made on first use: a run with
-    nothing due sends SCM nothing at all."""
+    nothing due sends SCM nothing at all, and does not even load the SCM clients (nor
+    requests, which they use)."""
 
     def __init__(self, settings: Optional[ScmSettings], pool_size: int) -> None:
         self.settings = settings
@@ -49,6 +52,7 @@ class ScmClients:
         with self._lock:
             if "main" not in self._made:
                 assert self.settings is not None
+                from .scm import make_client
                 self._made["main"] = make_client(self.settings, pool_size=self.pool_size)
             client = self._made["main"]
         assert client is not None
@@ -57,6 +61,7 @@ class ScmClients:
     def lookup(self) -> Optional[ClassicClient]:
         """The classic client that searches orders (`scm.lookup_label`); the main client when
         it is classic with the same credentials."""
+        from .scm import ClassicClient, make_lookup
         main = self.main()
         with self._lock:
             if "lookup" not in self._made:
@@ -142,6 +147,7 @@ class OrderDesk:
                          order_id)
                 return order_id
             except ScmError as exc:
+                from .scm import RENEW_REFUSED_CODES
                 if exc.code not in RENEW_REFUSED_CODES:
                     raise
                 log.warning("%s: SCM will not renew %s (%s); enrolling instead", profile.name,

@@ -3,7 +3,7 @@
 Transport rules: every call is a POST to `https://host/api/` with the parameters in a form body
 (so nothing is logged in the device's web access log), the API key in the `X-PAN-KEY` header
 (never in a URL, panos.md §1.3), and file uploads as multipart with the parameters in the query
-string, as pan-python does. Replies are parsed with defusedxml. Where a request is aimed
+string, as pan-python does; sent by `http.Server` (urllib3). Replies are parsed with defusedxml. Where a request is aimed
 (`vsys`, and later a template or a managed firewall's serial) is applied in one place,
 `Target.params`, for the request types that take it.
 
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from xml.sax.saxutils import escape
 
-import requests
 from defusedxml import ElementTree as SafeET
 
 from . import http
@@ -75,13 +74,7 @@ class XmlApi:
         self.name = profile.name
         self.label = profile.label
         self.target = target
-        self.url = profile.url + "/api/"
-        # Reads may be repeated after a lost answer; writes (a commit, a generate) may not.
-        # The writer is made on the first write: a run with nothing to change needs none.
-        self._shared = shared or http.Shared()
-        self._reader = http.Session(profile.tls, http.SAFE, host=profile.url,
-                                    shared=self._shared)
-        self._writer: Optional[http.Session] = None
+        self._server = http.Server(profile.url, profile.tls, shared or http.Shared())
         self._key = profile.api_key.reveal() if profile.api_key else None
         self._sleep = sleep
         self._stopping = stopping  # a signal asked the run to stop: waits end early
@@ -136,13 +129,12 @@ class XmlApi:
         """The exported file's bytes; an XML answer is the device's refusal."""
         params = {"type": "export", "category": category, "certificate-name": name,
                   "format": fmt, **self.target.params()}
-        response = self._post(params)
-        if response.status_code == 403 and self._renew_key():
-            response = self._post(params)
-        if response.status_code == 200 and "xml" not in response.headers.get(
-                "Content-Type", ""):
-            return response.content
-        root = self._parse(response)
+        answer = self._post(params)
+        if answer.status == 403 and self._renew_key():
+            answer = self._post(params)
+        if answer.status == 200 and "xml" not in answer.content_type:
+            return answer.body
+        root = self._parse(answer)
         raise PanosError(f"{self.label}: export of {name} failed: "
                          f"{' '.join(message_lines(root)) or 'no file'}")
 
@@ -213,12 +205,12 @@ class XmlApi:
     def keygen(self) -> str:
         """type=keygen with the profile's username and password (POST body, never a URL)."""
         assert self.profile.username and self.profile.password
-        response = self._post({"type": "keygen", "user": self.profile.username,
-                               "password": self.profile.password.reveal()}, auth=False)
-        if response.status_code == 403:
+        answer = self._post({"type": "keygen", "user": self.profile.username,
+                             "password": self.profile.password.reveal()}, auth=False)
+        if answer.status == 403:
             raise PanosError(f"{self.label}: keygen refused: invalid username or "
                              f"password for '{self.profile.username}'", "403")
-        root = self._parse(response)
+        root = self._parse(answer)
         key = root.findtext("result/key")
         if root.get("status") != "success" or not key:
             raise PanosError(f"{self.label}: keygen failed: "
@@ -232,10 +224,10 @@ class XmlApi:
               accept_codes: Tuple[str, ...] = (), write: bool = False) -> ET.Element:
         """One API call; returns the <response> element. A stale key (403) is renewed once
         by keygen when a username and password are configured (a 403 changed nothing)."""
-        response = self._post(params, files, write=write)
-        if response.status_code == 403 and self._renew_key():
-            response = self._post(params, files, write=write)
-        root = self._parse(response)
+        answer = self._post(params, files, write=write)
+        if answer.status == 403 and self._renew_key():
+            answer = self._post(params, files, write=write)
+        root = self._parse(answer)
         status, code = root.get("status"), root.get("code")
         if status == "success" or (code is not None and code in accept_codes):
             return root
@@ -256,41 +248,35 @@ class XmlApi:
 
     def _post(self, params: Dict[str, str],
               files: Optional[Dict[str, Tuple[str, bytes]]] = None, auth: bool = True,
-              write: bool = False) -> requests.Response:
+              write: bool = False) -> http.Answer:
         headers = {}
         if auth:
             if self._key is None:
                 self._key = self.keygen()
             headers["X-PAN-KEY"] = self._key
             params = {**params, **self.target.device()}  # keygen is Panorama's own
-        session = self._writing() if write else self._reader
+        # Reads may be repeated after a lost answer; writes (a commit, a generate) may not.
+        retry = http.WRITE if write else http.SAFE
         try:
             if files:
-                return session.post(self.url, params=params, files=files, headers=headers,
-                                    timeout=self.profile.timeout)
-            return session.post(self.url, data=params, headers=headers,
-                                timeout=self.profile.timeout)
-        except requests.RequestException as exc:
-            raise PanosError(f"{self.label}: "
-                             f"{http.describe(exc, self.profile.url)}") from None
+                return self._server.post("/api/", retry, self.profile.timeout, headers,
+                                         query=params, files=files)
+            return self._server.post("/api/", retry, self.profile.timeout, headers,
+                                     form=params)
+        except http.Unanswered as exc:
+            raise PanosError(f"{self.label}: {exc}") from None
 
-    def _writing(self) -> http.Session:
-        if self._writer is None:
-            self._writer = http.Session(self.profile.tls, http.WRITE, host=self.profile.url,
-                                        shared=self._shared)
-        return self._writer
-
-    def _parse(self, response: requests.Response) -> ET.Element:
-        ctype = response.headers.get("Content-Type", "")
+    def _parse(self, answer: http.Answer) -> ET.Element:
+        ctype = answer.content_type
         if "xml" not in ctype:
-            raise PanosError(f"{self.label}: HTTP {response.status_code} without an "
+            raise PanosError(f"{self.label}: HTTP {answer.status} without an "
                              f"XML API answer ({ctype or 'no content type'})")
         try:
-            root: ET.Element = SafeET.fromstring(response.content)
+            root: ET.Element = SafeET.fromstring(answer.body)
         except Exception as exc:  # defusedxml raises several types for refused input
             raise PanosError(f"{self.label}: unreadable XML answer "
                              f"({type(exc).__name__})") from None
-        if response.status_code == 403:
+        if answer.status == 403:
             raise PanosError(f"{self.label}: authentication failed "
                              f"({' '.join(message_lines(root)) or 'HTTP 403'}); check api_key "
                              "or username/password", "403", message_lines(root))

@@ -30,7 +30,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from . import certs, http
+from . import certs, http, rest
 from .settings import CertificateProfile, OrderSettings, ScmCredentials, ScmSettings, Secret
 from .errors import ConfigError, OrderRejected, ScmError
 
@@ -127,8 +127,8 @@ class ScmClient(abc.ABC):
         self.settings = settings
         self.credentials: ScmCredentials = settings.credentials
         # One connection pool shared by the firewall threads: connections are reused.
-        self.safe = http.Session(settings.tls, http.SAFE, pool_size)
-        self.billable = http.Session(settings.tls, http.BILLABLE, pool_size)
+        self.safe = rest.Session(settings.tls, http.SAFE, pool_size)
+        self.billable = rest.Session(settings.tls, http.BILLABLE, pool_size)
         self.oauth: Optional[OAuth] = None
         if self.credentials.client_id and self.credentials.client_secret:
             self.oauth = OAuth(self.credentials.client_id, self.credentials.client_secret,
@@ -173,7 +173,7 @@ class ScmClient(abc.ABC):
                                            timeout=self.settings.timeout, **kwargs)
             except requests.RequestException as exc:
                 raise ScmError(f"SCM {what}: {http.describe(exc, _origin(url))}",
-                               sent=False if http.never_sent(exc) else None) from None
+                               sent=False if rest.never_sent(exc) else None) from None
             if response.status_code == 401 and self.oauth and attempt == 1:
                 # No token yet, or it expired early: learn the token URL, get a fresh one.
                 self.oauth.invalidate(used)
