@@ -166,7 +166,10 @@ class DeviceRun:
             profile=cert.profile, state=cert.state, view=self.device.view,
             now=self.options.now(), mode=self.options.mode, force=self.options.force,
             adopt=None if cert.adopted else self.options.adopt, lookup=self.desk.can_look_up,
-            ids=self.store.read_ids(cert.profile.name), device=self.device.name,
+            # Only an interrupted order compares .ids (plan.interrupted): a certificate with
+            # nothing pending, every one on a quiet night, does not read it.
+            ids=self.store.read_ids(cert.profile.name) if cert.state.pending else None,
+            device=self.device.name,
             commit_text=self.device.commit_text(), collected=cert.chain is not None,
             kept=frozenset(cert.kept), made_now=cert.made_now, rejected_now=cert.rejected_now)
 

@@ -54,7 +54,7 @@ class Situation:
     force: bool = False
     adopt: Optional[str] = None  # renew --adopt ID
     lookup: bool = False  # classic credentials to search SCM's orders with
-    ids: Optional[str] = None  # the .ids file now
+    ids: Optional[str] = None  # the .ids file now (read when an order is pending)
     device: str = ""  # the device's name, for the texts
     commit_text: str = "commit"  # how the device's commit reads
     collected: bool = False  # this run holds the pending order's issued chain
