@@ -252,6 +252,15 @@ def test_errors_do_not_repeat_secrets(one: Any, capsys: Any) -> None:
     b"<result>&c;</result></response>",
     b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><response status="success">'
     b"<result>&x;</result></response>",
+    # The same declaration in other encodings, which would hide it from a look at the bytes.
+    *[('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]>'
+       '<response status="success"><result>&a;</result></response>').encode(encoding)
+      for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le")],
+    b'<?xml version="1.0" encoding="UTF-7"?>+ADwAIQ-DOCTYPE r +AFsAPAAh-ENTITY a +ACI-aa'
+    b'+ACIAPgBd-+AD4APA-response status=+ACI-success+ACIAPgA8-result+AD4AJg-a+ADs-'
+    b'+ADw-/result+AD4APA-/response+AD4-',
+    b'<?xml version="1.0"?>\n<!DOCTYPE response><response status="success"/>',
+    b'<response status="success"><result>&undeclared;</result></response>',
 ])
 def test_device_xml_with_entities_is_refused(document: bytes) -> None:
     client = XmlApi(FirewallProfile(name="fw", path="fw.yaml", url="https://192.0.2.1",
@@ -372,3 +381,19 @@ def test_a_fingerprint_pin_is_checked_through_a_proxy_too(one: Any, monkeypatch:
         code, out = one.run("enroll")
         assert code == 0, out
     assert len(one.orders()) == 1
+
+
+def test_device_xml_reads_as_defusedxml_reads_it(one: Any) -> None:
+    # The lab's whole configuration answer, and text with every escape the API uses.
+    from xml.etree import ElementTree as ET
+
+    from defusedxml import ElementTree as SafeET
+
+    from connector.panos import parse_xml
+    assert one.run("enroll")[0] == 0
+    samples = [b'<response status="success"><result><msg>a &amp; b &lt;c&gt; &#233; '
+               b'\xc3\xa9 <![CDATA[<x>]]></msg></result></response>',
+               '\ufeff<?xml version="1.0"?><response status="success"/>'.encode(),
+               ET.tostring(one.running())]
+    for sample in samples:
+        assert ET.tostring(parse_xml(sample)) == ET.tostring(SafeET.fromstring(sample))
