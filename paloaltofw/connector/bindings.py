@@ -22,9 +22,9 @@ A template on Panorama holds the same tree under its `config` (§1.1).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
-from xml.sax.saxutils import escape, quoteattr
 
 STORE, VSYS, DEVICE = "store", "vsys", "device"  # where a kind's consumers live
 DEVICE_SCOPE = "device"  # the scope label of device-level consumers
@@ -217,4 +217,4 @@ def _literal(value: str) -> str:
 
 
 def _attribute(value: str) -> str:
-    return quoteattr(value)
+    return f'"{escape(value)}"'

@@ -19,9 +19,9 @@ import ipaddress
 import logging
 import time
 import xml.etree.ElementTree as ET
+from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
-from xml.sax.saxutils import escape
 
 from cryptography import x509
 

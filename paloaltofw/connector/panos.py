@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 import xml.etree.ElementTree as ET
+from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
-from xml.sax.saxutils import escape
 
 from . import http
 from .errors import Interrupted, PanosError
