@@ -314,7 +314,7 @@ def test_proxied_firewalls_keep_the_proxy_checked_against_the_configured_trust(
         monkeypatch.setenv(name, value)
     client = agent_http.Server("https://192.0.2.7", TlsSettings(
         ca_bundle=tls_files["ca_bundle"]), agent_http.Shared())
-    pool: Any = client._pool
+    pool: Any = client._pool(write=False)
     assert (pool.proxy is not None) is proxied
     assert (pool.conn_kw.get("ssl_context") is not None) is not proxied
     assert pool.ca_certs == (tls_files["ca_bundle"] if proxied else None)
@@ -397,3 +397,110 @@ def test_device_xml_reads_as_defusedxml_reads_it(one: Any) -> None:
                ET.tostring(one.running())]
     for sample in samples:
         assert ET.tostring(parse_xml(sample)) == ET.tostring(SafeET.fromstring(sample))
+
+
+def test_a_proxy_without_a_scheme_is_an_http_proxy(one: Any, monkeypatch: Any) -> None:
+    # As requests reads it: https_proxy=proxy.example:3128.
+    from connect_proxy import ConnectProxy
+    clear_proxies(monkeypatch)
+    with ConnectProxy() as proxy:
+        monkeypatch.setenv("https_proxy", proxy.url[len("http://"):])
+        code, out = one.run("enroll")
+        assert code == 0, out
+        assert firewall_address(one) in proxy.tunnels
+
+
+@pytest.mark.parametrize("proxy,expected", [
+    ("http://agent:S3cretPw@127.0.0.1:99999", "request not sent"),  # no such port
+    ("socks5://agent:S3cretPw@127.0.0.1:1", "PySocks"),
+])
+def test_a_proxy_the_agent_cannot_use_fails_its_firewalls_not_the_run(
+        one: Any, monkeypatch: Any, capsys: Any, proxy: str, expected: str) -> None:
+    # Every certificate is reported, with a reason and no proxy password; no traceback.
+    import importlib.util
+    if expected == "PySocks" and importlib.util.find_spec("socks") is not None:
+        pytest.skip("PySocks is installed here")
+    clear_proxies(monkeypatch)
+    monkeypatch.setenv("https_proxy", proxy)
+    code, report = one.run_json("enroll")
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [c["error"] for c in report["certificates"]]
+    assert errors and all(expected in (e or "") for e in errors), errors
+    assert "S3cretPw" not in json_text(report) + err
+    assert "Traceback" not in err and one.panos_requests() == [] and one.orders() == []
+
+
+def json_text(document: Any) -> str:
+    import json
+    return json.dumps(document)
+
+
+def test_an_api_key_with_a_line_break_is_not_repeated_in_the_error(one: Any) -> None:
+    # A key encrypted with `echo KEY | gpg -e` keeps its newline; http.client refuses the
+    # header with a ValueError that quotes it.
+    from connector.settings import Secret
+    key = "LUFRPT1" + os.urandom(8).hex()
+    client = XmlApi(FirewallProfile(
+        name="fw", path="fw.yaml", url=one.lab.panos_endpoint.url, admin="admin",
+        api_key=Secret(key + "\n"), tls=TlsSettings(ca_bundle=one.lab.paths["ca_bundle"])))
+    with pytest.raises(PanosError) as caught:
+        client.get("/config")
+    assert "request not sent" in str(caught.value) and key not in str(caught.value)
+
+
+def test_the_first_write_does_not_reuse_a_connection_left_idle_by_the_reads(
+        tls_pki: Any, tmp_path: Any) -> None:
+    # An idle connection a firewall or NAT dropped silently would fail a commit that must
+    # not be sent again: writes have their own connections (reads reuse theirs).
+    import http.server
+    import threading
+
+    from connector import http as agent_http
+    from lab.server import server_ssl_context
+    peers: List[Any] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            peers.append(self.client_address)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    paths = tls_pki.write_files(str(tmp_path), ["127.0.0.1"])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_ssl_context(paths["cert"], paths["key"]).wrap_socket(
+        server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = agent_http.Server(f"https://127.0.0.1:{server.server_address[1]}",
+                                   TlsSettings(ca_bundle=paths["ca_bundle"]),
+                                   agent_http.Shared())
+        for write in (False, False, True, True):
+            assert client.post("/api/", agent_http.SAFE, 10, {}, form={"a": "b"},
+                               write=write).body == b"ok"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert peers[0] == peers[1] and peers[2] == peers[3] and peers[2] != peers[1]
+
+
+def test_a_url_requests_cannot_read_is_not_repeated_in_the_error() -> None:
+    # A webhook URL holds its token in the path; urllib3's parse error quotes the whole URL.
+    import requests
+
+    from connector import http as agent_http
+    from connector import rest
+    token = "T0K3N" + os.urandom(6).hex()
+    with pytest.raises(requests.RequestException) as caught:
+        rest.Session(TlsSettings()).post(f"https://hooks.example:99999/{token}", timeout=5)
+    text = agent_http.describe(caught.value, "https://hooks.example")
+    assert token not in text and "request not sent" in text, text

@@ -20,6 +20,8 @@ cookies, runtime checks of every argument) was about a fifth of such a run's CPU
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import os
 import ssl
@@ -32,7 +34,8 @@ from urllib.parse import unquote, urlencode, urlsplit
 import certifi
 import urllib3
 from urllib3.exceptions import (ConnectTimeoutError, HTTPError, InsecureRequestWarning,
-                                NewConnectionError, ProxyError, ReadTimeoutError, SSLError)
+                                LocationValueError, NewConnectionError, ProxyError,
+                                ReadTimeoutError, SSLError)
 from urllib3.fields import RequestField
 from urllib3.filepost import encode_multipart_formdata
 from urllib3.util.retry import Retry
@@ -92,9 +95,12 @@ class Shared:
         host names, domain suffixes and CIDR ranges), or None: connect directly."""
         if not self._environment_has_proxies:
             return None
-        from requests.utils import get_environ_proxies, select_proxy
+        from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
         proxy: Optional[str] = select_proxy(url, get_environ_proxies(url))
-        return proxy
+        if not proxy:
+            return None
+        # `proxy.example:3128` means http://, as requests reads it.
+        return str(prepend_scheme_if_needed(proxy, "http"))  # type: ignore[no-untyped-call]
 
     def context(self, tls: TlsSettings) -> Optional[ssl.SSLContext]:
         """The verifying context for `tls` (None: pinned or not verifying, or the bundle
@@ -136,15 +142,29 @@ class Unanswered(Exception):
 class Server:
     """One device's HTTPS endpoint, through urllib3 directly: connections kept for the run,
     TLS as its profile says, a proxy from the environment as requests would choose it
-    (`Shared.proxy`), the retry policy given per request (a read and a write share the
-    connection), and redirects never followed (the XML API does not redirect, and a redirect
-    would carry the API key elsewhere)."""
+    (`Shared.proxy`), the retry policy given per request, and redirects never followed (the
+    XML API does not redirect, and a redirect would carry the API key elsewhere). Writes have
+    their own connections, as they had with requests: the first write of a run does not go
+    out on a connection left idle since the reads (while SCM issued), which a firewall or a
+    NAT may have dropped without a word, failing a commit that must not be sent again."""
 
     def __init__(self, url: str, tls: TlsSettings, shared: Shared, pool_size: int = 4) -> None:
         self.url = url
-        proxy = shared.proxy(url)
-        options: Dict[str, Any] = {"maxsize": pool_size}
+        self._tls, self._shared, self._pool_size = tls, shared, pool_size
         self._verified = bool(tls.fingerprint or tls.ca_bundle or tls.verify)
+        self._pools: Dict[bool, urllib3.HTTPConnectionPool] = {}  # by "for writes"
+
+    def _pool(self, write: bool) -> urllib3.HTTPConnectionPool:
+        """Made at first use, so that a proxy setting urllib3 cannot use fails this device's
+        request (with `describe`'s text), not the run."""
+        if write not in self._pools:
+            self._pools[write] = self._make_pool()
+        return self._pools[write]
+
+    def _make_pool(self) -> urllib3.HTTPConnectionPool:
+        tls, url = self._tls, self.url
+        proxy = self._shared.proxy(url)
+        options: Dict[str, Any] = {"maxsize": self._pool_size}
         if tls.fingerprint:
             # The pin replaces chain validation: urllib3 compares the server certificate's
             # SHA-256 right after the handshake, before anything is sent (also through a
@@ -157,7 +177,7 @@ class Server:
             # Through an HTTPS proxy urllib3 also checks the proxy's own certificate, with
             # the pool's CA path (so the profile's trust, as with requests): proxied
             # connections keep the path rather than the shared context.
-            context = None if proxy else shared.context(tls)
+            context = None if proxy else self._shared.context(tls)
             bundle = tls.ca_bundle or default_bundle()
             if context is not None:
                 options["ssl_context"] = context
@@ -165,15 +185,19 @@ class Server:
                 options["ca_cert_dir"] = bundle
             else:
                 options["ca_certs"] = bundle
-        self._pool = _pool(url, proxy, options)
+        return _connection_pool(url, proxy, options)
 
     def post(self, path: str, retry: Retry, timeout: float, headers: Dict[str, str],
              form: Optional[Dict[str, str]] = None, query: Optional[Dict[str, str]] = None,
-             files: Optional[Dict[str, Tuple[str, bytes]]] = None) -> Answer:
+             files: Optional[Dict[str, Tuple[str, bytes]]] = None,
+             write: bool = False) -> Answer:
         """POST `form` urlencoded, or `files` as multipart/form-data (each part without a
-        Content-Type, as requests and pan-python send it), with `query` in the URL."""
+        Content-Type, as requests and pan-python send it), with `query` in the URL; `write`
+        on the connections for writes."""
         target = path + ("?" + urlencode(query) if query else "")
-        sent = {"User-Agent": USER_AGENT, **headers}
+        # requests' default headers, which the agent sent before.
+        sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate", "Accept": "*/*",
+                **headers}
         body: bytes
         if files:
             parts: List[RequestField] = []
@@ -186,25 +210,33 @@ class Server:
             body = urlencode(form or {}).encode()
             sent["Content-Type"] = "application/x-www-form-urlencoded"
         try:
-            with warnings.catch_warnings():
-                if not self._verified:  # the run warns once per firewall (verify_tls: false)
+            with contextlib.ExitStack() as quiet:
+                # urllib3 warns at every unverified request; the run warns once per firewall
+                # (verify_tls: false). catch_warnings is not thread-safe: only those use it.
+                if not self._verified:
+                    quiet.enter_context(warnings.catch_warnings())
                     warnings.simplefilter("ignore", InsecureRequestWarning)
-                response = self._pool.urlopen(
+                response = self._pool(write).urlopen(
                     "POST", target, body=body, headers=sent, retries=retry, redirect=False,
                     timeout=urllib3.Timeout(connect=timeout, read=timeout))
-        except (HTTPError, OSError) as exc:
+        except ImportError:  # urllib3.contrib.socks without PySocks
+            raise Unanswered(f"the SOCKS proxy for {self.url} needs PySocks "
+                             "(pip install pysocks), as requests does") from None
+        except (HTTPError, OSError, ValueError) as exc:
             raise Unanswered(describe(exc, self.url)) from None
         return Answer(response.status, response.headers.get("Content-Type", ""),
                       response.data)
 
 
-def _pool(url: str, proxy: Optional[str],
-          options: Dict[str, Any]) -> urllib3.HTTPConnectionPool:
+def _connection_pool(url: str, proxy: Optional[str],
+                     options: Dict[str, Any]) -> urllib3.HTTPConnectionPool:
     if proxy is None:
         return urllib3.connection_from_url(url, **options)
     manager: urllib3.PoolManager
     if proxy.lower().startswith("socks"):
         # SOCKS needs PySocks, as it does for requests; the credentials come from the URL.
+        if importlib.util.find_spec("socks") is None:  # urllib3 would warn on stderr first
+            raise ImportError("PySocks is not installed")
         from urllib3.contrib.socks import SOCKSProxyManager
         manager = SOCKSProxyManager(proxy, num_pools=1, **options)
     else:
@@ -238,6 +270,11 @@ def describe(exc: BaseException, url: Optional[str] = None) -> str:
     def found(*types: type) -> bool:
         return any(isinstance(cause, types) for cause in chain)
 
+    if found(LocationValueError) or (isinstance(exc, ValueError) and not found(HTTPError)):
+        # A URL or header value refused before sending (a proxy URL urllib3 cannot read, a
+        # line break in an API key): its text would repeat the value, perhaps a secret.
+        return (f"request not sent{target}: {type(exc).__name__} (a URL or header value "
+                "that HTTP does not allow)")
     if found(SSLError, ssl.SSLError):
         return f"TLS verification failed{target}: check ca_bundle / fingerprint ({_root(exc)})"
     if found(ProxyError):

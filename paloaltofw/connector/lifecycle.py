@@ -497,15 +497,16 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
         if not firewall.tls.verify and not firewall.tls.fingerprint:
             log.warning("%s: TLS verification is OFF (verify_tls: false); the management "
                         "connection can be intercepted", firewall.name)
-        device = make_device(firewall, sleep=options.pause, shared=shared,
-                             stopping=options.stopping, known=known)
-        worker = DeviceRun(device, by_device[name], store, config.scm, clients, options)
+        worker: Optional[DeviceRun] = None
         try:
+            device = make_device(firewall, sleep=options.pause, shared=shared,
+                                 stopping=options.stopping, known=known)
+            worker = DeviceRun(device, by_device[name], store, config.scm, clients, options)
             return worker.run()
         except Exception as exc:  # a surprise on one device must not stop the others
             log.error("%s: unexpected error", name, exc_info=True)
             # What is already done (committed, failed, ordered) stays reported as such.
-            results = list(worker.results.values()) or \
+            results = (list(worker.results.values()) if worker else []) or \
                 [Result(p.name, name) for p in by_device[name]]
             for result in results:
                 if result.outcome not in (Outcome.CHANGED, Outcome.FAILED):
@@ -515,7 +516,7 @@ def run(config: Config, names: Sequence[str], options: RunOptions) -> Report:
             return results
         finally:
             with counted:
-                report.commits += worker.commits
+                report.commits += worker.commits if worker else 0
 
     def one_lane(names: List[str]) -> List[Result]:
         return [result for name in names for result in one_device(name)]

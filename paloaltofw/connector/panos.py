@@ -260,9 +260,9 @@ class XmlApi:
         try:
             if files:
                 return self._server.post("/api/", retry, self.profile.timeout, headers,
-                                         query=params, files=files)
+                                         query=params, files=files, write=write)
             return self._server.post("/api/", retry, self.profile.timeout, headers,
-                                     form=params)
+                                     form=params, write=write)
         except http.Unanswered as exc:
             raise PanosError(f"{self.label}: {exc}") from None
 
