@@ -15,7 +15,7 @@ if sys.version_info < (3, 9):
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from connector.cli import LabCommand, main  # noqa: E402
+from connector.cli import LabCommand, exit_without_teardown, main  # noqa: E402
 
 
 def lab_commands() -> Dict[str, LabCommand]:
@@ -24,4 +24,4 @@ def lab_commands() -> Dict[str, LabCommand]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(lab_commands=lab_commands))
+    exit_without_teardown(main(lab_commands=lab_commands))

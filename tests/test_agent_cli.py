@@ -83,9 +83,15 @@ def test_interactive_refusal_exits_3_and_sends_nothing(work: Any) -> None:
     assert not os.path.exists(os.path.join(work.state, "eula-accepted.json"))
 
 
+def buffered() -> Dict[str, str]:
+    """The environment without PYTHONUNBUFFERED: stdout to a pipe is block-buffered, as under
+    cron, so that output still in the buffer when the process ends would be lost."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
 def test_demo_runs_offline_and_shows_the_renewal_and_the_panorama_push() -> None:
     started = time.monotonic()
-    result = agent("demo")
+    result = agent("demo", env=buffered())
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 30
     out = result.stdout
@@ -104,3 +110,18 @@ def test_demo_runs_offline_and_shows_the_renewal_and_the_panorama_push() -> None
     assert sorted((row[0], row[1], row[-2], row[-1]) for row in pushed) == [
         ("lab-fw-01", "stack-a", "branch-portal", "yes"),
         ("lab-fw-02", "stack-b", "branch-portal", "yes")], out
+    # Its last line, printed just before the entry point ends the process without teardown.
+    assert out.splitlines()[-1].startswith("Demo finished in"), out[-300:]
+
+
+def test_everything_is_written_out_before_the_process_ends(work: Any) -> None:
+    # The entry point skips the interpreter's teardown (cli.exit_without_teardown): the JSON
+    # document on a block-buffered stdout and the log file's last lines must still be whole.
+    env = dict(buffered(), sectigo_pycert_config=work.config)
+    result = agent("enroll", "--accept-eula", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert len(document["certificates"]) == 3 and document["exit_code"] == 0
+    with open(os.path.join(work.root, "logs", "paloaltoagent.log")) as handle:
+        last = handle.read().splitlines()[-1]
+    assert "commit job" in last and last.endswith("succeeded")
