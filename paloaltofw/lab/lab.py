@@ -11,6 +11,7 @@ import dataclasses
 import os
 import secrets
 import ssl
+import threading
 from typing import Any, Dict, List, Optional
 
 from . import pki
@@ -199,8 +200,13 @@ class Lab:
         return self
 
     def stop(self) -> None:
-        for endpoint in self.endpoints:
-            endpoint.stop()
+        # All at once: each server notices its shutdown at its next poll (0.2 s), which one
+        # after another took 40 s for a 200-firewall fleet.
+        stopping = [threading.Thread(target=endpoint.stop) for endpoint in self.endpoints]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     def __enter__(self) -> "Lab":
         return self.start()
