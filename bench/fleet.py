@@ -120,7 +120,7 @@ class LabProcess:
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # 400 firewalls with latency close slowly
+        except subprocess.TimeoutExpired:  # a lab that does not stop must not hang the bench
             self.process.kill()
             self.process.wait(timeout=30)
 

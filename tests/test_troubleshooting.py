@@ -31,6 +31,7 @@ FW = "fw_paloalto_config.yaml"
 ROWS: Dict[str, str] = {
     "has not been accepted": "test_troubleshooting::test_eula_not_accepted",
     "readable by group or others": "test_troubleshooting::test_readable_by_others",
+    "connection through the proxy failed": "test_troubleshooting::test_proxy_failed",
     "TLS verification failed": "test_troubleshooting::test_tls_verification_failed",
     "is not a PEM CA bundle": "test_troubleshooting::test_ca_bundle_not_pem",
     "authentication failed": "test_troubleshooting::test_authentication_failed",
@@ -120,6 +121,28 @@ def test_readable_by_others(site: Any, capsys: Any) -> None:
     assert command, err
     subprocess.run(shlex.split(command.group(1)), check=True)
     assert site.run("enroll")[0] == 0
+
+
+def test_proxy_failed(site: Any, monkeypatch: Any) -> None:
+    import socket
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy",
+                 "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+    code, out = site.run("enroll")
+    assert code == 1 and "connection through the proxy failed" in out, out
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}:99999")  # unusable
+    code, out = site.run("enroll")
+    assert code == 1 and "request not sent" in out, out
+    assert site.panos_requests() == [] and site.orders() == []
+    # The row's advice: name the firewall (and here SCM, on the same host) in no_proxy.
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    code, out = site.run("enroll")
+    assert code == 0, out
+    assert len(site.orders()) == 1
 
 
 def test_tls_verification_failed(site: Any) -> None:
