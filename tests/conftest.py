@@ -330,9 +330,10 @@ def in_pty(args: List[str], answer: Optional[bytes],
     # Ctrl-C as on a terminal, even when the suite itself runs as a background job of a
     # non-interactive shell, which starts it with SIGINT ignored (inherited over exec): the
     # agent would then never see the signal and wait at its prompt.
+    # PYTHONFAULTHANDLER: an agent that does not end is made to show where it is (below).
     process = subprocess.Popen([sys.executable, os.path.join(AGENT_DIR, "paloaltoagent.py"),
                                 *args], stdin=slave, stdout=slave, stderr=slave,
-                               close_fds=True,
+                               close_fds=True, env=dict(os.environ, PYTHONFAULTHANDLER="1"),
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     output = b""
@@ -356,7 +357,19 @@ def in_pty(args: List[str], answer: Optional[bytes],
             answered = True
         if process.poll() is not None and not ready:
             break
-    code = process.wait(timeout=30)
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # the fault handler prints every thread's stack
+        time.sleep(1)
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                output += os.read(master, 65536)
+            except OSError:
+                break
+        process.kill()
+        raise AssertionError("the agent did not end; where it was:\n" +
+                             output.decode("utf-8", "replace")[-4000:]) from None
     os.close(master)
     return code, output.decode("utf-8", "replace")
 
