@@ -22,8 +22,8 @@ A template on Panorama holds the same tree under its `config` (§1.1).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from dataclasses import dataclass
+from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from typing import Iterable, List, Optional, Tuple
 
 STORE, VSYS, DEVICE = "store", "vsys", "device"  # where a kind's consumers live

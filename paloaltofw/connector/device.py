@@ -19,8 +19,8 @@ import ipaddress
 import logging
 import time
 import xml.etree.ElementTree as ET
-from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from dataclasses import dataclass, field
+from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from cryptography import x509

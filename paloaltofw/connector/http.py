@@ -279,7 +279,7 @@ def describe(exc: BaseException, url: Optional[str] = None) -> str:
         return f"TLS verification failed{target}: check ca_bundle / fingerprint ({_root(exc)})"
     if found(ProxyError):
         return f"connection through the proxy failed{target}: {_root(exc)}"
-    if found(NewConnectionError):  # a subclass of ConnectTimeoutError, for old callers
+    if found(NewConnectionError):  # urllib3 makes it a ConnectTimeoutError too: first
         return f"connection failed{target}: {_root(exc)}"
     if found(ConnectTimeoutError):
         return f"connection timed out{target}"

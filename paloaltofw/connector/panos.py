@@ -5,9 +5,8 @@ Transport rules: every call is a POST to `https://host/api/` with the parameters
 (never in a URL, panos.md §1.3), and file uploads as multipart with the parameters in the query
 string, as pan-python does; sent by `http.Server` (urllib3). Replies are parsed by `parse_xml`,
 which refuses any document type declaration (so no entity is ever expanded or fetched). Where a
-request is aimed
-(`vsys`, and later a template or a managed firewall's serial) is applied in one place,
-`Target.params`, for the request types that take it.
+request is aimed (`vsys`, and later a template or a managed firewall's serial) is applied in one
+place, `Target.params`, for the request types that take it.
 
 This module knows the wire, not the workflow: what to read or write is device.py's.
 """
@@ -17,8 +16,8 @@ from __future__ import annotations
 import logging
 import time
 import xml.etree.ElementTree as ET
-from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from dataclasses import dataclass
+from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import http
