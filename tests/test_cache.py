@@ -7,16 +7,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 from typing import Any, Dict, List, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from connector.cache import CACHE_DIR, KnownFacts, KnownFiles
-from connector.certs import Facts
+from connector.cache import CACHE_DIR, KnownFacts, KnownFiles, facts_header
+from connector.certs import facts_of
+from connector.facts import Facts
 from connector.cli import EXIT_CONFIG
+from conftest import AGENT_DIR
 from test_agent_e2e import seed_certificate
+
+AGENT = os.path.join(AGENT_DIR, "paloaltoagent.py")
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -36,7 +42,7 @@ def pem(days: int, names: List[str], cn: str = "www.example.com") -> str:
 
 
 def read_fresh(text: str) -> Facts:
-    return Facts.of(x509.load_pem_x509_certificate(text.encode("ascii")))
+    return facts_of(x509.load_pem_x509_certificate(text.encode("ascii")))
 
 
 def cache_file(state: str) -> str:
@@ -262,6 +268,54 @@ def test_facts_written_under_another_agent_or_library_version_are_not_used(
         with open(path, "w") as handle:
             json.dump(dict(data, **{field: "0.0.0-other"}), handle)
         assert KnownFacts(str(tmp_path)).facts(text) == read_fresh(text)
+
+
+def test_the_header_names_the_cryptography_the_facts_were_read_with(monkeypatch: Any) -> None:
+    # Asked of the installed metadata, so that a no-op run need not import the library: it
+    # must be the version that is imported when a certificate is read, and without metadata
+    # (a vendored copy) the library itself says it.
+    import importlib.metadata
+
+    import cryptography
+    assert facts_header()["cryptography"] == cryptography.__version__
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert facts_header()["cryptography"] == cryptography.__version__
+
+
+def imported_by_a_run(work: Any, *args: str) -> List[str]:
+    """The modules a real agent process imports for `args` (python -X importtime)."""
+    process = subprocess.run([sys.executable, "-X", "importtime", AGENT, *args, "-q",
+                              "--config", work.config], capture_output=True, text=True,
+                             timeout=120)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return [line.rsplit("|", 1)[-1].strip() for line in process.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line]
+
+
+def test_a_quiet_night_never_loads_cryptography_until_a_certificate_must_be_read(
+        work: Any) -> None:
+    # A no-op run finds every installed certificate's facts in the cache (facts.py): loading
+    # cryptography, a tenth of such a run's fixed cost, would buy it nothing. A certificate
+    # the cache does not know is still read, with cryptography, and judged.
+    work.remove_sample_profiles()
+    work.profile("site")
+    now = dt.datetime.now(dt.timezone.utc)
+    seed_certificate(work, "site", now - dt.timedelta(days=10), now + dt.timedelta(days=80),
+                     "site.example.com")
+    assert work.run("renew")[0] == 0  # learns the certificate's facts
+    for command in (["renew", "--accept-eula"], ["status"]):
+        modules = imported_by_a_run(work, *command)
+        assert "connector.facts" in modules and "connector.lifecycle" in modules, command
+        assert not [m for m in modules if m.split(".")[0] == "cryptography"], command
+    os.remove(cache_file(work.state))
+    modules = imported_by_a_run(work, "status")
+    assert "cryptography.x509" in modules
+    assert status_of(work, "site")["state"] == "ok"
+    assert not work.orders()
 
 
 def test_entries_of_the_wrong_types_are_damage_not_facts(tmp_path: Any) -> None:

@@ -4,7 +4,7 @@ the very bytes it was derived from, so it cannot go stale; a missing, unreadable
 cache file is ignored and rebuilt, and deleting the directory at any time only costs the
 next run the work again.
 
-* `facts.json`: the facts of a certificate (certs.Facts) by the hash of the PEM the device
+* `facts.json`: the facts of a certificate (facts.Facts) by the hash of the PEM the device
   holds. A nightly no-op run asks them of every certificate of the fleet, and reading them
   from the X.509 costs about as much again as the firewall's whole answer (issue "Fleet
   cost").
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -31,21 +32,29 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Set
 
-import cryptography
 import yaml
 
 from . import __version__
-from .certs import Facts, load_pem
+from .facts import Facts
 from .state import atomic_write
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 VERSION = 1  # of the entries and what derives them: bump it when either changes
-# What else the entries derive from: the agent's code reading them, and the library under it.
-# A file written under another header is ignored (and rebuilt).
-FACTS_HEADER = {"version": VERSION, "agent": __version__,
-                "cryptography": cryptography.__version__}
+
+
+def facts_header() -> Dict[str, Any]:
+    """What else the facts derive from: the agent's code reading them, and the library under
+    it. A file written under another header is ignored (and rebuilt). The library's version
+    is read from its installed metadata: importing cryptography only to ask it would cost a
+    no-op run, which finds every certificate here, what the cache saves (facts.py)."""
+    try:
+        library = importlib.metadata.version("cryptography")
+    except importlib.metadata.PackageNotFoundError:  # no metadata (vendored, a source tree)
+        import cryptography
+        library = cryptography.__version__
+    return {"version": VERSION, "agent": __version__, "cryptography": library}
 
 
 def digest(data: bytes) -> str:
@@ -167,7 +176,7 @@ class KnownFacts(_Cache):
     FILE = "facts.json"
 
     def __init__(self, state_dir: str) -> None:
-        super().__init__(state_dir, self.FILE, FACTS_HEADER, "facts")
+        super().__init__(state_dir, self.FILE, facts_header(), "facts")
 
     def facts(self, pem: str) -> Optional[Facts]:
         """The facts of the certificate `pem` holds; None if it is not a readable one."""
@@ -181,10 +190,11 @@ class KnownFacts(_Cache):
             if found is not None:
                 self._found(key)
                 return found
+        from .certs import facts_of, load_pem  # only now: cryptography (facts.py)
         cert = load_pem(pem)
         if cert is None:
             return None
-        facts = Facts.of(cert)
+        facts = facts_of(cert)
         self._learn(key, _entry(facts))
         return facts
 

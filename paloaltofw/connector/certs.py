@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from .errors import VerificationError
+from .facts import Facts, names_cover
 
 
 @dataclass
@@ -115,15 +115,6 @@ def build_chain(certs: Sequence[x509.Certificate], csr_key_der: bytes,
     return Chain(leaf, intermediates, root)
 
 
-def dns_matches(pattern: str, name: str) -> bool:
-    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
-    if pattern == name:
-        return True
-    if pattern.startswith("*.") and not name.startswith("*."):
-        return name.split(".", 1)[-1] == pattern[2:] and "." in name
-    return False
-
-
 def certificate_names(cert: x509.Certificate) -> List[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -135,15 +126,6 @@ def certificate_names(cert: x509.Certificate) -> List[str]:
 
 def covers(cert: x509.Certificate, name: str) -> bool:
     return names_cover(certificate_names(cert), name)
-
-
-def names_cover(present: Sequence[str], name: str) -> bool:
-    """Whether a certificate with subjectAltNames `present` is valid for `name`."""
-    try:
-        address = ipaddress.ip_address(name)
-        return any(p == str(address) for p in present)
-    except ValueError:
-        return any(dns_matches(p, name) for p in present if ":" not in p)
 
 
 def verify_issued(chain: Chain, csr_key_der: bytes, names: Sequence[str],
@@ -180,34 +162,15 @@ def verify_issued(chain: Chain, csr_key_der: bytes, names: Sequence[str],
                                     f"with '{subject_cn(parent)}'")
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What the lifecycle asks of an installed certificate: a nightly run asks it of every
-    certificate of the fleet, so it is read from the X.509 once, and kept (cache.py) by the
-    hash of the PEM it came from. `names` is None when the subjectAltName cannot be read: an
-    expired or revoked certificate is still reported, and `covers` raises for the rest."""
-
-    not_before: dt.datetime
-    not_after: dt.datetime
-    key_label: str
-    subject_cn: str
-    issuer_cn: str
-    names: Optional[Tuple[str, ...]]
-
-    @classmethod
-    def of(cls, cert: x509.Certificate) -> "Facts":
-        try:
-            names: Optional[Tuple[str, ...]] = tuple(certificate_names(cert))
-        except Exception:  # noqa: BLE001 - ValueError, DuplicateExtension, UnsupportedGeneralNameType...
-            names = None
-        return cls(not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-                   key_label=key_label(cert), subject_cn=subject_cn(cert),
-                   issuer_cn=issuer_cn(cert), names=names)
-
-    def covers(self, name: str) -> bool:
-        if self.names is None:
-            raise ValueError(f"the subjectAltName of '{self.subject_cn}' cannot be read")
-        return names_cover(self.names, name)
+def facts_of(cert: x509.Certificate) -> Facts:
+    """What the lifecycle asks of an installed certificate, read from its X.509 (facts.py)."""
+    try:
+        names: Optional[Tuple[str, ...]] = tuple(certificate_names(cert))
+    except Exception:  # noqa: BLE001 - ValueError, DuplicateExtension, UnsupportedGeneralNameType...
+        names = None
+    return Facts(not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                 key_label=key_label(cert), subject_cn=subject_cn(cert),
+                 issuer_cn=issuer_cn(cert), names=names)
 
 
 def load_pem(pem: str) -> Optional[x509.Certificate]:

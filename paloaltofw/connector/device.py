@@ -21,18 +21,23 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from html import escape  # &, <, > (and quotes): xml.sax.saxutils would load urllib.request
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from cryptography import x509
-
-from . import certs, http
+from . import http
 from .bindings import (DEVICE, DEVICE_SCOPE, MANAGEMENT_UI, PEER_SCOPE, SSL_TLS_SERVICE_PROFILE, STORE,
                        VSYS, Binding, BindingKind, consumer_xpath, find_bindings)
 from .cache import KnownFacts
 from .errors import AgentError, PanosError
+from .facts import Facts
 from .panos import Target, XmlApi
 from .results import DevicePush
 from .settings import CertificateProfile, DeviceKind, FirewallProfile
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# certs (X.509, cryptography) is imported where a certificate itself is needed: a no-op run
+# reads every installed certificate's facts from the cache and never is (facts.py).
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,7 @@ class CertificateEntry:
         self._cert = cert
         self._pem = pem if cert is None and pem and "BEGIN CERTIFICATE" in pem else None
         self._known = known
-        self._facts: Optional[certs.Facts] = None
+        self._facts: Optional[Facts] = None
 
     def __repr__(self) -> str:
         return f"CertificateEntry({self.name!r}, has_key={self.has_key}, " \
@@ -73,7 +78,8 @@ class CertificateEntry:
     @property
     def cert(self) -> Optional[x509.Certificate]:
         if self._cert is None and self._pem is not None:
-            self._cert = certs.load_pem(self._pem)
+            from .certs import load_pem
+            self._cert = load_pem(self._pem)
             if self._cert is None:
                 self._pem = None
                 log.warning("certificate %s: public-key is not a readable certificate",
@@ -81,14 +87,15 @@ class CertificateEntry:
         return self._cert
 
     @property
-    def facts(self) -> Optional[certs.Facts]:
+    def facts(self) -> Optional[Facts]:
         if self._facts is None:
             if self._cert is None and self._pem is not None and self._known is not None:
                 self._facts = self._known.facts(self._pem)
                 if self._facts is None:
                     _ = self.cert  # unreadable: said once, and forgotten
             elif self.cert is not None:
-                self._facts = certs.Facts.of(self.cert)
+                from .certs import facts_of
+                self._facts = facts_of(self.cert)
         return self._facts
 
     @property
@@ -173,13 +180,15 @@ class DeviceView:
         return found
 
     def ca_by_fingerprint(self) -> Dict[bytes, str]:
-        return {certs.fingerprint(e.cert): e.name for e in self.certificates.values()
+        from .certs import fingerprint
+        return {fingerprint(e.cert): e.name for e in self.certificates.values()
                 if e.cert is not None and not e.has_key}
 
     def anchors(self) -> List[x509.Certificate]:
         """CA certificates on the device, to complete a chain SCM sent short of its root."""
+        from .certs import is_ca
         return [e.cert for e in self.certificates.values()
-                if e.cert is not None and not e.has_key and certs.is_ca(e.cert)]
+                if e.cert is not None and not e.has_key and is_ca(e.cert)]
 
 
 @dataclass(frozen=True)
@@ -338,7 +347,7 @@ class PanosDevice(Device):
     def import_certificate(self, name: str, cert: x509.Certificate) -> CertificateEntry:
         current = self.view.certificates.get(name)
         if current is None or current.cert != cert:
-            self.api.import_file("certificate", name, certs.pem(cert).encode("ascii"))
+            self.api.import_file("certificate", name, _pem(cert))
         entry = self.read_certificate(name)
         if entry is None or entry.cert != cert:
             raise AgentError(f"{name} on {self.name} does not hold the imported certificate "
@@ -347,7 +356,7 @@ class PanosDevice(Device):
         return entry
 
     def import_ca(self, name: str, cert: x509.Certificate) -> None:
-        self.api.import_file("certificate", name, certs.pem(cert).encode("ascii"))
+        self.api.import_file("certificate", name, _pem(cert))
         self.view.certificates[name] = CertificateEntry(name, has_key=False, cert=cert)
 
     def read_certificate(self, name: str) -> Optional[CertificateEntry]:
@@ -1123,6 +1132,11 @@ def parse_config(config: Optional[ET.Element], vsys: Optional[str],
                                  for e in element.findall("certificate/entry")}
     view.bindings += find_bindings(device, label=DEVICE_SCOPE, lives=(DEVICE,))
     return view
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    from .certs import pem
+    return pem(cert).encode("ascii")
 
 
 def _is_ip(name: str) -> bool:

@@ -17,9 +17,6 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Union
 
-from cryptography import x509
-
-from . import certs
 from .errors import AgentError, Interrupted, OrderRejected, ScmError, VerificationError
 from .plan import rejected_order
 from .results import Action
@@ -27,7 +24,13 @@ from .settings import CertificateProfile, ScmSettings
 from .state import CertState, Stage, StateStore, now_iso
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
+    from . import certs
     from .scm import ClassicClient, ScmClient
+
+# certs (X.509, cryptography) is imported by the steps that order or collect: a run with
+# nothing to order never loads it (facts.py).
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,7 @@ class OrderDesk:
             raise Interrupted("key and CSR made, not ordered; the next run orders")
         pending = state.pending
         assert pending is not None
+        from . import certs
         certs.csr_key(csr_pem)  # a CSR that does not parse fails here, before ordering
         pending.csr = csr_pem.strip()
         client = self.clients.main()
@@ -178,6 +182,7 @@ class OrderDesk:
         assert pending is not None
         lookup = self.clients.lookup()
         assert lookup is not None
+        from . import certs
         csr_key = certs.csr_key(pending.csr) if pending.csr else None
         # A day early: SCM's dates are days, perhaps in another time zone.
         since = dt.date.fromisoformat(pending.since[:10]) - dt.timedelta(days=1)
@@ -225,6 +230,7 @@ class OrderDesk:
             return None
         # order() saved the CSR before the order went out, so every collected order has it.
         assert pending.csr, "an order without its CSR in the state file"
+        from . import certs
         csr_key = certs.csr_key(pending.csr)
         try:
             chain = certs.build_chain(certs.load_certificates(data), csr_key, anchors)

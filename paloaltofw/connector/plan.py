@@ -20,12 +20,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Collection, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import certs
 from .bindings import (DEVICE_SCOPE, PEER_SCOPE, GLOBALPROTECT_GATEWAY, GLOBALPROTECT_PORTAL,
                        IKE_GATEWAY, INBOUND_INSPECTION, INBOUND_INSPECTION_LIST,
                        MANAGEMENT_UI, SSL_TLS_SERVICE_PROFILE, Binding, BindingKind)
 from .device import CertificateEntry, DeviceView
 from .errors import AgentError
+from .facts import Facts, names_cover
 from .results import Action, Mode, State, Step, StepKind
 from .settings import CertificateProfile
 from .state import CertState, Pending, Stage
@@ -331,7 +331,7 @@ def assess(profile: CertificateProfile, entry: Optional[CertificateEntry], now: 
     return _window(profile, facts, now, installed)
 
 
-def _window(profile: CertificateProfile, facts: certs.Facts, now: dt.datetime,
+def _window(profile: CertificateProfile, facts: Facts, now: dt.datetime,
             installed: Optional[dt.datetime]) -> Condition:
     """The renewal window: never a reason to order on every run. A window at least as long
     as the certificate's lifetime (a term the configuration could not check) is replaced by
@@ -555,11 +555,12 @@ def stale_request(profile: CertificateProfile, pending: Pending) -> Optional[str
                    f"{pending.object} was made"
         return None
     if pending.csr:
-        key, names = certs.csr_summary(pending.csr)
+        from .certs import csr_summary  # X.509: only for a pending request (facts.py)
+        key, names = csr_summary(pending.csr)
         if key != profile.key.label:
             return f"the request in {pending.object} has a {key} key, the profile asks for " \
                    f"{profile.key.label}"
-        missing = [n for n in profile.names if not certs.names_cover(names, n)]
+        missing = [n for n in profile.names if not names_cover(names, n)]
         if missing:
             return f"the request in {pending.object} does not name {', '.join(missing)}"
     return None

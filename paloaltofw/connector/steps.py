@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Set
+from typing import TYPE_CHECKING, Optional, Set
 
-from . import certs
 from .device import Device, NothingMade
 from .errors import AgentError, PanosError
 from .ordering import OrderDesk
@@ -21,6 +20,9 @@ from .plan import request_spec
 from .results import Action, Result, Step, StepKind
 from .settings import CertificateProfile
 from .state import CertState, Pending, Stage, StateStore, now_iso
+
+if TYPE_CHECKING:
+    from . import certs
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,7 @@ class Steps:
         certificate, and read it back: it must be there with its own key."""
         profile, state, chain = cert.profile, cert.state, cert.chain
         assert chain is not None and state.pending is not None
+        from . import certs  # X.509 (cryptography): only when something is installed
         known = self.device.view.ca_by_fingerprint()
         for ca in chain.cas:
             fingerprint = certs.fingerprint(ca)
