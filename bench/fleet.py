@@ -20,7 +20,10 @@ Scenarios (issues "Fleet scale" and "Fleet cost"):
 The scale curve (`--curve`) runs scenario a's no-op at each of `--sizes` (default 25, 50,
 100, 200, 400 firewalls) against one lab, the floor measured at each size, and fits the
 agent's CPU time to a line over the sizes: its slope is the CPU per firewall, its intercept
-the fixed cost (interpreter start, imports, reading the configuration, teardown).
+the fixed cost (interpreter start, imports, reading the configuration, teardown). The same fit of
+the lab's CPU and of the floor client's (below) gives what this machine takes per firewall to
+answer and to merely read: the agent's slope is judged against those, measured in the same
+run, rather than against milliseconds that hold only on the machine they were taken on.
 
 The lab runs as its own process (`paloaltoagent.py lab --firewalls N`), so lab and agent do
 not share an interpreter. Certificates are first enrolled (not measured); then the lab is set
@@ -202,18 +205,22 @@ def run_agent(config_path: str, *args: str) -> Tuple[int, float, int, float]:
     return process.returncode, wall, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
-def run_floor(lab: LabProcess, parallel: int, firewalls: Optional[int] = None) -> float:
-    """Wall seconds of the floor client (module docstring) against the lab's firewalls (the
-    first `firewalls` of them)."""
+def run_floor(lab: LabProcess, parallel: int,
+              firewalls: Optional[int] = None) -> Tuple[float, float]:
+    """(wall seconds, CPU seconds) of the floor client (module docstring) against the lab's
+    firewalls (the first `firewalls` of them)."""
     path = lab.info_path
     if firewalls is not None and firewalls < len(lab.info["firewalls"]):
         path = f"{lab.info_path}.{firewalls}"
         with open(path, "w") as handle:
             json.dump(dict(lab.info, firewalls=lab.info["firewalls"][:firewalls]), handle)
     started = time.monotonic()
-    subprocess.run([sys.executable, FLOOR, path, str(parallel)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
+    process = subprocess.Popen([sys.executable, FLOOR, path, str(parallel)],
+                               stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the floor client failed ({os.waitstatus_to_exitcode(status)})")
+    return time.monotonic() - started, usage.ru_utime + usage.ru_stime
 
 
 def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
@@ -236,16 +243,19 @@ def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
                     (len(commits) / firewalls) * scenario["commit_duration"])
     bound = math.ceil(firewalls / parallel) * per_firewall
     floor: Optional[float] = None
+    floor_cpu: Optional[float] = None
     if not scenario["due"]:
         # Medians of alternating runs; the counts above are from the first agent run.
-        walls, floors, cpus = [wall], [run_floor(lab, parallel, firewalls)], [cpu]
+        walls, cpus = [wall], [cpu]
+        floors = [run_floor(lab, parallel, firewalls)]
         for _ in range(repeat - 1):
             _, again, _, used = run_agent(config_path, "renew")
             walls.append(again)
             cpus.append(used)
             floors.append(run_floor(lab, parallel, firewalls))
-        wall, floor = statistics.median(walls), statistics.median(floors)
-        cpu = statistics.median(cpus)
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        floor = statistics.median(f[0] for f in floors)
+        floor_cpu = statistics.median(f[1] for f in floors)
     return {"parallel": parallel, "exit": code, "firewall_requests": len(fw),
             "keygen_requests": sum(1 for e in fw if e.get("type") == "keygen"),
             "scm_requests": len(scm), "orders": len(orders), "commits": len(commits),
@@ -253,7 +263,8 @@ def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
             "wall_over_bound": round(wall / bound, 2) if bound else None,
             "floor_s": round(floor, 2) if floor else None,
             "wall_over_floor": round(wall / floor, 2) if floor else None,
-            "peak_rss_mb": rss, "agent_cpu_s": round(cpu, 2), "lab_cpu_s": round(lab_cpu, 2)}
+            "peak_rss_mb": rss, "agent_cpu_s": round(cpu, 2), "lab_cpu_s": round(lab_cpu, 2),
+            "floor_cpu_s": round(floor_cpu, 2) if floor_cpu is not None else None}
 
 
 def fit(points: List[Tuple[float, float]]) -> Tuple[float, float]:
@@ -309,9 +320,17 @@ def curve_run(sizes: List[int], certificates: int, parallel: int,
             run = measure(lab, config, dict(spec, firewalls=size), parallel, repeat)
             points.append(dict(run, firewalls=size))
         slope, intercept = fit([(p["firewalls"], p["agent_cpu_s"]) for p in points])
+        # The same fit of the lab's CPU (its answers to the first agent run at each size)
+        # and the floor client's: what this machine takes per firewall to answer and to
+        # merely read, the yardsticks of the agent's own slope on any machine.
+        lab_slope, _ = fit([(p["firewalls"], p["lab_cpu_s"]) for p in points])
+        floor_slope, floor_fixed = fit([(p["firewalls"], p["floor_cpu_s"]) for p in points])
         return {"spec": spec, "sizes": sizes, "runs": points,
                 "cpu_per_firewall_ms": round(slope * 1000, 2),
                 "fixed_cpu_s": round(intercept, 3),
+                "lab_cpu_per_firewall_ms": round(lab_slope * 1000, 2),
+                "floor_cpu_per_firewall_ms": round(floor_slope * 1000, 2),
+                "floor_fixed_cpu_s": round(floor_fixed, 3),
                 "peak_rss_mb": max(p["peak_rss_mb"] for p in points)}
     finally:
         lab.stop()
