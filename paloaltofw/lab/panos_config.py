@@ -111,6 +111,11 @@ class Site:
     attr: Optional[str] = None
     config: Optional[ET.Element] = None  # the configuration tree the name resolves in
 
+    def tree(self, root: ET.Element) -> ET.Element:
+        """Where the name resolves: `config`, else the whole tree (`is not None`: an element
+        with no children is false, and Python 3.12 warns of that test)."""
+        return self.config if self.config is not None else root
+
     def set_value(self, value: str) -> None:
         if self.attr:
             self.holder.set(self.attr, value)
@@ -288,7 +293,7 @@ def validate_references(root: ET.Element) -> List[str]:
     """Commit-time validation: the detail lines of every problem, empty when valid."""
     problems = []
     for site in reference_sites(root):
-        target = find_object(site.config or root, site.kind, site.scope, site.value)
+        target = find_object(site.tree(root), site.kind, site.scope, site.value)
         if target is None:
             problems.append(f"{site.description} '{site.value}' is not a valid reference")
         elif site.kind == "certificate" and any(
@@ -459,7 +464,7 @@ def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
         for site in reference_sites(root):
             if id(site.holder) in doomed:
                 continue
-            target = find_object(site.config or root, site.kind, site.scope, site.value)
+            target = find_object(site.tree(root), site.kind, site.scope, site.value)
             if target is not None and id(target) in doomed:
                 blocking.setdefault(site.value, []).append(site.description)
         if blocking:
@@ -488,7 +493,7 @@ def apply_change(root: ET.Element, change: Change, stamp: bool) -> None:
             raise ConfigError(12, f" {parent.tag} -> {new_name} already exists")
         # References follow a rename, as in the web interface.
         followers = [s for s in reference_sites(root)
-                     if find_object(s.config or root, s.kind, s.scope, s.value) is node]
+                     if find_object(s.tree(root), s.kind, s.scope, s.value) is node]
         node.set("name", new_name)
         for site in followers:
             site.set_value(new_name)
