@@ -29,10 +29,11 @@ The lab runs as its own process (`paloaltoagent.py lab --firewalls N`), so lab a
 not share an interpreter. Certificates are first enrolled (not measured); then the lab is set
 to the scenario and the agent runs `renew` as cron would, once with the configured
 parallelism and once with parallelism 1. Counts come from the lab's request and order logs;
-peak memory is the agent process's maximum resident set (wait4): `peak_rss_mb` of the first
-run, which learns the facts of every certificate it has not seen (each parsed once, with
-cryptography), `steady_rss_mb` the largest of the later runs, as on any night after. The
-lower bound per firewall is what latency, pending polls and commit time alone force:
+peak memory is the agent process's maximum resident set (wait4, taken by bench/rusage.py,
+which says why): `peak_rss_mb` of the first run, which learns the facts of every certificate
+it has not seen (each parsed once, with cryptography), `steady_rss_mb` the largest of the
+later runs, as on any night after. The lower bound per firewall is what latency, pending
+polls and commit time alone force:
 
     requests x latency + pending polls x poll_interval + commits x commit time
 
@@ -71,6 +72,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.path.join(ROOT, "paloaltofw", "paloaltoagent.py")
 FLOOR = os.path.join(ROOT, "bench", "floor_client.py")
+RUSAGE = os.path.join(ROOT, "bench", "rusage.py")
 
 SCENARIOS = {
     "a": {"firewalls": 200, "certificates": 5, "due": False, "latency": 0.020,
@@ -193,18 +195,27 @@ def age_states(workdir: str, days: int) -> None:
             json.dump(data, handle)
 
 
+def measured(command: List[str]) -> Dict[str, Any]:
+    """Exit code, wall and CPU seconds and peak RSS of `command`, run by bench/rusage.py (its
+    docstring: the peak RSS of a child of this process would include this process's own).
+    The command's stderr is shown when it fails."""
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as scratch:
+        result, errors = os.path.join(scratch, "result.json"), os.path.join(scratch, "stderr")
+        with open(errors, "wb") as stderr:
+            subprocess.run([sys.executable, "-S", RUSAGE, result, sys.executable, *command],
+                           stdout=subprocess.DEVNULL, stderr=stderr, check=True)
+        with open(result) as handle:
+            outcome: Dict[str, Any] = json.load(handle)
+        if outcome["exit"] != 0:
+            with open(errors, "rb") as handle:
+                sys.stderr.write(handle.read().decode(errors="replace")[-3000:])
+    return outcome
+
+
 def run_agent(config_path: str, *args: str) -> Tuple[int, float, int, float]:
     """(exit code, wall seconds, peak RSS in MB, CPU seconds) of one agent process."""
-    started = time.monotonic()
-    process = subprocess.Popen([sys.executable, AGENT, *args, "--accept-eula", "-q",
-                                "--config", config_path],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.monotonic() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        sys.stderr.write(process.stderr.read().decode()[-3000:] if process.stderr else "")
-    return process.returncode, wall, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
+    run = measured([AGENT, *args, "--accept-eula", "-q", "--config", config_path])
+    return run["exit"], run["wall_s"], run["peak_rss_mb"], run["cpu_s"]
 
 
 def run_floor(lab: LabProcess, parallel: int,
@@ -216,13 +227,10 @@ def run_floor(lab: LabProcess, parallel: int,
         path = f"{lab.info_path}.{firewalls}"
         with open(path, "w") as handle:
             json.dump(dict(lab.info, firewalls=lab.info["firewalls"][:firewalls]), handle)
-    started = time.monotonic()
-    process = subprocess.Popen([sys.executable, FLOOR, path, str(parallel)],
-                               stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"the floor client failed ({os.waitstatus_to_exitcode(status)})")
-    return time.monotonic() - started, usage.ru_utime + usage.ru_stime
+    run = measured([FLOOR, path, str(parallel)])
+    if run["exit"] != 0:
+        raise SystemExit(f"the floor client failed ({run['exit']})")
+    return run["wall_s"], run["cpu_s"]
 
 
 def measure(lab: LabProcess, config_path: str, scenario: Dict[str, Any],
@@ -336,7 +344,8 @@ def curve_run(sizes: List[int], certificates: int, parallel: int,
                 "lab_cpu_per_firewall_ms": round(lab_slope * 1000, 2),
                 "floor_cpu_per_firewall_ms": round(floor_slope * 1000, 2),
                 "floor_fixed_cpu_s": round(floor_fixed, 3),
-                "peak_rss_mb": max(p["peak_rss_mb"] for p in points)}
+                "peak_rss_mb": max(p["peak_rss_mb"] for p in points),
+                "steady_rss_mb": max(p["steady_rss_mb"] or 0 for p in points)}
     finally:
         lab.stop()
         shutil.rmtree(workdir, ignore_errors=True)
