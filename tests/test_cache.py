@@ -155,13 +155,19 @@ def status_of(work: Any, profile: str) -> Dict[str, Any]:
     return {k: result.get(k) for k in ("state", "not_after", "key", "issuer", "message")}
 
 
-def test_the_run_sees_a_replaced_certificate_and_survives_a_deleted_or_damaged_cache(
-        work: Any) -> None:
+def one_site_installed(work: Any) -> dt.datetime:
+    """Profile `site` only, its certificate on the firewall since 10 days, 80 days left; now."""
     work.remove_sample_profiles()
     work.profile("site")
     now = dt.datetime.now(dt.timezone.utc)
     seed_certificate(work, "site", now - dt.timedelta(days=10), now + dt.timedelta(days=80),
                      "site.example.com")
+    return now
+
+
+def test_the_run_sees_a_replaced_certificate_and_survives_a_deleted_or_damaged_cache(
+        work: Any) -> None:
+    now = one_site_installed(work)
     first = status_of(work, "site")
     assert first["state"] == "ok", first
     path = cache_file(work.state)
@@ -286,11 +292,13 @@ def test_the_header_names_the_cryptography_the_facts_were_read_with(monkeypatch:
     assert facts_header()["cryptography"] == cryptography.__version__
 
 
-def imported_by_a_run(work: Any, *args: str) -> List[str]:
-    """The modules a real agent process imports for `args` (python -X importtime)."""
-    process = subprocess.run([sys.executable, "-X", "importtime", AGENT, *args, "-q",
-                              "--config", work.config], capture_output=True, text=True,
-                             timeout=120)
+def imported_by_a_run(work: Any, *args: str, options_first: bool = False) -> List[str]:
+    """The modules a real agent process imports for `args` (python -X importtime), with -q
+    and --config after the command or, as --help also shows them, before it."""
+    options = ["-q", "--config", work.config]
+    argv = [*options, *args] if options_first else [*args, *options]
+    process = subprocess.run([sys.executable, "-X", "importtime", AGENT, *argv],
+                             capture_output=True, text=True, timeout=120)
     assert process.returncode == 0, process.stderr[-3000:]
     return [line.rsplit("|", 1)[-1].strip() for line in process.stderr.splitlines()
             if line.startswith("import time:") and "|" in line]
@@ -301,14 +309,10 @@ def test_a_quiet_night_never_loads_cryptography_until_a_certificate_must_be_read
     # A no-op run finds every installed certificate's facts in the cache (facts.py): loading
     # cryptography, a tenth of such a run's fixed cost, would buy it nothing. A certificate
     # the cache does not know is still read, with cryptography, and judged.
-    work.remove_sample_profiles()
-    work.profile("site")
-    now = dt.datetime.now(dt.timezone.utc)
-    seed_certificate(work, "site", now - dt.timedelta(days=10), now + dt.timedelta(days=80),
-                     "site.example.com")
+    one_site_installed(work)
     assert work.run("renew")[0] == 0  # learns the certificate's facts
-    for command in (["renew", "--accept-eula"], ["status"]):
-        modules = imported_by_a_run(work, *command)
+    for command, first in ((["renew", "--accept-eula"], False), (["status"], True)):
+        modules = imported_by_a_run(work, *command, options_first=first)
         assert "connector.facts" in modules and "connector.lifecycle" in modules, command
         assert not [m for m in modules if m.split(".")[0] == "cryptography"], command
     os.remove(cache_file(work.state))

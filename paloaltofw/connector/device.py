@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 # certs (X.509, cryptography) is imported where a certificate itself is needed: a no-op run
-# reads every installed certificate's facts from the cache and never is (facts.py).
+# reads every installed certificate's facts from the cache and never loads it (facts.py).
 
 log = logging.getLogger(__name__)
 
