@@ -106,6 +106,42 @@ def test_the_shared_tls_context_still_checks_the_host_name(tls_pki: Any, tmp_pat
         server.server_close()
 
 
+@pytest.mark.parametrize("server_does,words", [
+    ("answers in plain HTTP", "wrong version number"),
+    ("closes at once", "EOF"),
+    ("sends a fatal alert", "alert decode error"),  # as lab-fw-175 once did in a fleet run
+])
+def test_a_broken_handshake_is_not_called_a_trust_problem(server_does: str,
+                                                          words: str) -> None:
+    # "check ca_bundle / fingerprint" sent administrators to change trust settings that were
+    # fine: no TLS setting fixes a port that speaks plain HTTP or a server that hangs up.
+    import socket
+    import threading
+
+    from connector import http as agent_http
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            if server_does != "closes at once":
+                connection.recv(65536)  # the ClientHello
+                connection.sendall(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+                    if server_does == "answers in plain HTTP" else
+                    bytes([21, 3, 3, 0, 2, 2, 50]))  # alert record: fatal, decode_error
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    client = agent_http.Server(url, TlsSettings(), agent_http.Shared())
+    with pytest.raises(agent_http.Unanswered) as raised:
+        client.post("/api/", BILLABLE, 10, {})
+    text = str(raised.value)
+    assert text.startswith(f"TLS handshake failed to {url}") and words in text, text
+    assert "ca_bundle" not in text and "HTTPS port" in text
+
+
 def serve_once(tls_pki: Any, tmp_path: Any, hosts: List[str], answer: bytes) -> Any:
     """A one-connection TLS server (the lab CA, a certificate for `hosts`) that reads the
     request, then writes `answer` raw on the socket, outside TLS. Returns (url, what it

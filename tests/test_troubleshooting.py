@@ -33,6 +33,7 @@ ROWS: Dict[str, str] = {
     "readable by group or others": "test_troubleshooting::test_readable_by_others",
     "connection through the proxy failed": "test_troubleshooting::test_proxy_failed",
     "TLS verification failed": "test_troubleshooting::test_tls_verification_failed",
+    "TLS handshake failed": "test_troubleshooting::test_tls_handshake_failed",
     "is not a PEM CA bundle": "test_troubleshooting::test_ca_bundle_not_pem",
     "authentication failed": "test_troubleshooting::test_authentication_failed",
     "the firewall refuses the api_key":
@@ -161,6 +162,29 @@ def test_tls_verification_failed(site: Any) -> None:
     edit_yaml(fw, "lab-fw-01", fingerprint=fingerprint)
     code, out = site.run("enroll")
     assert code == 0, out
+
+
+def test_tls_handshake_failed(site: Any) -> None:
+    # The usual cause: the profile's url names a port that answers in plain HTTP.
+    import http.server
+    plain = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    fw = os.path.join(site.profiles, FW)
+    https_url = site.lab.panos_endpoint.url
+    try:
+        edit_yaml(fw, "lab-fw-01", url=f"https://127.0.0.1:{plain.server_address[1]}")
+        code, out = site.run("enroll")
+    finally:
+        plain.shutdown()
+        plain.server_close()
+    assert code == 1 and "TLS handshake failed" in out and "ca_bundle" not in out, out
+    assert "HTTPS port" in out
+    assert site.panos_requests() == [] and site.orders() == []
+    # The advice: the firewall's HTTPS port in url. Nothing else changes.
+    edit_yaml(fw, "lab-fw-01", url=https_url)
+    code, out = site.run("enroll")
+    assert code == 0, out
+    assert len(site.orders()) == 1
 
 
 def test_ca_bundle_not_pem(site: Any, capsys: Any, tmp_path: Any) -> None:

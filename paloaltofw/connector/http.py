@@ -275,6 +275,10 @@ def describe(exc: BaseException, url: Optional[str] = None) -> str:
         # line break in an API key): its text would repeat the value, perhaps a secret.
         return (f"request not sent{target}: {type(exc).__name__} (a URL or header value "
                 "that HTTP does not allow)")
+    if _handshake_failed(chain):
+        return (f"TLS handshake failed{target} ({_root(exc)}): not a trust problem; check "
+                "that the URL names the server's HTTPS port; a one-off failure is tried again "
+                "by the next run")
     if found(SSLError, ssl.SSLError):
         return f"TLS verification failed{target}: check ca_bundle / fingerprint ({_root(exc)})"
     if found(ProxyError):
@@ -291,6 +295,21 @@ def describe(exc: BaseException, url: Optional[str] = None) -> str:
                             not type(exc).__module__.startswith("requests.")):
         return f"connection failed{target}: {_root(exc)}"
     return f"request failed{target}: {type(exc).__name__}"
+
+
+def _handshake_failed(chain: List[BaseException]) -> bool:
+    """Whether the TLS handshake itself failed (the server sent an alert, closed the
+    connection mid-handshake, or answered in something other than TLS), as opposed to the
+    server's certificate being refused (SSLCertVerificationError, urllib3's fingerprint
+    mismatch, which is no ssl.SSLError) or a CA bundle failing to load (OpenSSL's X509 and PEM
+    libraries). Those keep "TLS verification failed"; a handshake failure named so would send
+    an administrator to change a trust setting that is fine (seen: 'wrong version number'
+    from a plain-HTTP port, a one-off 'tlsv1 alert decode error' in a fleet run)."""
+    tls = [cause for cause in chain if isinstance(cause, ssl.SSLError)]
+    if not tls or any(isinstance(cause, ssl.SSLCertVerificationError) for cause in tls):
+        return False
+    return all(isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or
+               getattr(cause, "library", None) == "SSL" for cause in tls)
 
 
 def _root(exc: BaseException) -> str:
